@@ -1,0 +1,1 @@
+"""rpsm_jax: Recurrent 3D Pose Sequence Machines in JAX/Flax."""
