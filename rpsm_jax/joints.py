@@ -1,0 +1,34 @@
+"""Joint layouts shared by the datasets, the metrics and the visualisation."""
+
+# Human3.6M 17-joint order as VideoPose3D and mmpose use it (RPSM_REFERENCE.md).
+H36M_JOINTS = (
+    "Hip", "RHip", "RKnee", "RFoot", "LHip", "LKnee", "LFoot", "Spine", "Thorax",
+    "Neck", "Head", "LShoulder", "LElbow", "LWrist", "RShoulder", "RElbow", "RWrist",
+)
+H36M_PARENTS = (-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 9, 8, 11, 12, 8, 14, 15)
+# Indices kept from the 32 joints of the raw Human3.6M release.
+H36M_FROM_32 = (0, 1, 2, 3, 6, 7, 8, 12, 13, 14, 15, 17, 18, 19, 25, 26, 27)
+H36M_ROOT = 0
+
+# The 15 canonical Human3.6M actions.
+H36M_ACTIONS = (
+    "Directions", "Discussion", "Eating", "Greeting", "Phoning", "Photo", "Posing",
+    "Purchases", "Sitting", "SittingDown", "Smoking", "Waiting", "WalkDog", "Walking",
+    "WalkTogether",
+)
+
+# HumanEva-I, 14 joints as in the RPSM paper. The root for root-relative targets is the
+# midpoint of the hips (HumanEva has no pelvis joint); see data/humaneva_clips/README.md.
+HUMANEVA_JOINTS = (
+    "RShoulder", "RElbow", "RWrist", "LShoulder", "LElbow", "LWrist", "RHip", "RKnee",
+    "RAnkle", "LHip", "LKnee", "LAnkle", "HeadTop", "Neck",
+)
+HUMANEVA_PARENTS = (13, 0, 1, 13, 3, 4, 13, 6, 7, 13, 9, 10, 13, -1)
+
+
+def is_left(name: str) -> bool:
+  return name.startswith("L")
+
+
+def is_right(name: str) -> bool:
+  return name.startswith("R") and name != "Root"
