@@ -1,0 +1,66 @@
+"""Default hyper-parameters: the paper's RPSM on Human3.6M (CVPR 2017, Sec. 4).
+
+Every field can be overridden on the command line, e.g. `--config.model.num_stages=2`.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  config.dataset = ml_collections.ConfigDict()
+  config.dataset.name = "h36m_clips"          # a TFDS builder in data/
+  config.dataset.builder_config = ""          # "" = the builder's default config
+  config.dataset.data_dir = ""                # "" = TFDS's default (~/tensorflow_datasets)
+  config.dataset.manual_dir = ""              # where the user's raw release files are
+  config.dataset.build_if_missing = False     # build the dataset before training if absent
+  config.dataset.train_split = "train"
+  config.dataset.eval_split = "test"
+  config.dataset.root_joint = 0               # targets are relative to this joint (pelvis)
+  config.dataset.num_workers = 2              # threads decoding/augmenting frames
+
+  config.clip_length = 5                      # C frames per clip (paper: 5)
+  config.clip_stride = 1                      # stored frames between training clip starts
+  config.frame_step = 1                       # stored frames between frames of one clip
+
+  config.augment = ml_collections.ConfigDict()
+  config.augment.enabled = True
+  config.augment.scale_min = 0.9              # random scale drawn per frame, then crop/pad
+  config.augment.scale_max = 1.1
+  config.augment.per_clip_probability = 1.0   # fraction of training clips augmented
+
+  config.model = ml_collections.ConfigDict()
+  config.model.num_stages = 3                 # K
+  config.model.num_joints = 17                # P
+  config.model.input_size = 368
+  config.model.width = 1.0                    # channel multiplier of every convolution
+  config.model.adaption = "paper"             # paper | official
+  config.model.adaption_units = 1024
+  config.model.temporal = "lstm"              # lstm | dense (seq_1 ablation)
+  config.model.lstm_units = 1024
+  config.model.share_2d = False               # one set of 2D layers for all stages
+  config.model.remat_trunk = False
+  config.model.dtype = "float32"              # compute dtype: float32 | bfloat16
+
+  config.loss_stage_weights = ()              # alpha_k; () = 1 for every stage
+
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.name = "adam_l2"           # adam_l2 (coupled L2, authors) | adamw | adam
+  config.optimizer.learning_rate = 1e-3       # paper: base lr 1e-3
+  config.optimizer.weight_decay = 1e-4        # paper: decay 1e-4
+  config.optimizer.schedule = "constant"      # constant | warmup_cosine
+  config.optimizer.warmup_steps = 0
+  config.optimizer.end_learning_rate_factor = 0.0  # cosine ends at lr * this
+  config.optimizer.grad_clip_norm = 0.0       # 0 = no clipping
+
+  config.batch_size = 8                       # global, in clips
+  config.num_train_steps = 200_000
+  config.log_every_steps = 100
+  config.eval_every_steps = 10_000
+  config.checkpoint_every_steps = 5_000
+  config.keep_checkpoints = 3
+  config.eval_batch_size = 8                  # clips per evaluation batch
+  config.eval_max_clips = 0                   # 0 = every clip of the eval split
+  return config

@@ -1,0 +1,51 @@
+"""Command line: `python -m rpsm_jax.main --config=configs/<name>.py --workdir=<dir>`.
+
+Only parses flags, logs the process and its devices, and calls into the library.
+"""
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+import rpsm_jax  # noqa: F401  (sets XLA:CPU options before JAX starts)
+
+import jax
+
+FLAGS = flags.FLAGS
+_MODES = ("train", "eval", "summary")
+
+config_flags.DEFINE_config_file(
+    "config", None, "Training configuration (a configs/*.py file).", lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
+flags.DEFINE_enum("mode", "train", _MODES,
+                  "train: train, then evaluate; eval: evaluate a checkpoint; "
+                  "summary: print parameters and GFLOPs and exit.")
+flags.DEFINE_integer("checkpoint_step", None,
+                     "--mode=eval: the checkpoint step to evaluate (default: latest).")
+flags.mark_flags_as_required(["config"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
+  config = FLAGS.config
+  if FLAGS.mode == "summary":
+    from rpsm_jax import summary  # pylint: disable=g-import-not-at-top
+    summary.print_summary(config)
+    return
+  if not FLAGS.workdir:
+    raise app.UsageError(f"--workdir is required for --mode={FLAGS.mode}")
+  from rpsm_jax import train  # pylint: disable=g-import-not-at-top
+  train.initialize_distributed()
+  logging.info("JAX process %d / %d, local devices %s", jax.process_index(),
+               jax.process_count(), jax.local_devices())
+  if FLAGS.mode == "train":
+    train.train_and_evaluate(config, FLAGS.workdir)
+  else:
+    train.evaluate_checkpoint(config, FLAGS.workdir, FLAGS.checkpoint_step)
+
+
+if __name__ == "__main__":
+  jax.config.config_with_absl()
+  app.run(main)

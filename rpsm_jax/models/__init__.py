@@ -1,0 +1,29 @@
+"""RPSM modules: the shared 2D trunk, stage 2D layers, feature adaption, 3D recurrent."""
+
+import jax.numpy as jnp
+
+from rpsm_jax.models.adaption import FeatureAdaption
+from rpsm_jax.models.pose2d import StagePose2D
+from rpsm_jax.models.recurrent import PoseRecurrent3D, zero_carry
+from rpsm_jax.models.rpsm import RPSM
+from rpsm_jax.models.trunk import Pose2DTrunk
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def create_model(model_config) -> RPSM:
+  """Builds the RPSM from `config.model` (see configs/default.py)."""
+  if model_config.dtype not in _DTYPES:
+    raise ValueError(f"config.model.dtype must be one of {sorted(_DTYPES)}, "
+                     f"got {model_config.dtype!r}")
+  return RPSM(
+      num_stages=model_config.num_stages,
+      num_joints=model_config.num_joints,
+      width=model_config.width,
+      adaption=model_config.adaption,
+      adaption_units=model_config.adaption_units,
+      temporal=model_config.temporal,
+      lstm_units=model_config.lstm_units,
+      share_2d=model_config.share_2d,
+      remat_trunk=model_config.remat_trunk,
+      dtype=_DTYPES[model_config.dtype])
