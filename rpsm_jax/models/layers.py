@@ -15,8 +15,11 @@ def scaled(channels: int, width: float) -> int:
 
 
 class ConvReLU(nn.Module):
-  """Convolution (SAME padding, i.e. pad (k-1)/2 as in the authors' code) + ReLU.
+  """Convolution with symmetric padding k // 2 (the authors' Torch 'pad') + ReLU.
 
+  Not "SAME": for a stride-2 convolution on an even size XLA's SAME pads (1, 2) where
+  Torch pads (2, 2), which shifts every window by one pixel (46 -> 23 and 12 -> 6 in the
+  feature adaption). Output sizes are the same for odd kernels.
   Input (N, H, W, C_in) -> output (N, ceil(H/stride), ceil(W/stride), features).
   """
   features: int
@@ -26,8 +29,10 @@ class ConvReLU(nn.Module):
 
   @nn.compact
   def __call__(self, x):
+    pad = self.kernel // 2
     x = nn.Conv(self.features, (self.kernel, self.kernel), strides=self.stride,
-                padding="SAME", dtype=self.dtype, kernel_init=kernel_init, name="conv")(x)
+                padding=((pad, pad), (pad, pad)), dtype=self.dtype,
+                kernel_init=kernel_init, name="conv")(x)
     return nn.relu(x)
 
 
