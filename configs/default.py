@@ -62,5 +62,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 5_000
   config.keep_checkpoints = 3
   config.eval_batch_size = 8                  # clips per evaluation batch
-  config.eval_max_clips = 0                   # 0 = every clip of the eval split
+  config.eval_max_clips = 0                   # periodic evals: 0 = every clip; the final
+                                              # evaluation always scores every clip
+  config.nonfinite_policy = "stop"            # NaN/Inf loss or gradients: stop | skip
   return config

@@ -3,6 +3,8 @@
 Only parses flags, logs the process and its devices, and calls into the library.
 """
 
+import logging as logging_lib
+
 from absl import app
 from absl import flags
 from absl import logging
@@ -26,9 +28,18 @@ flags.DEFINE_integer("checkpoint_step", None,
 flags.mark_flags_as_required(["config"])
 
 
+class _QuietLibraries(logging_lib.Filter):
+  """Drops INFO chatter of Orbax (tens of lines per checkpoint); keeps its warnings."""
+
+  def filter(self, record):
+    return record.levelno >= logging_lib.WARNING or "/orbax/" not in record.pathname
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
+  for handler in logging_lib.getLogger().handlers:
+    handler.addFilter(_QuietLibraries())
   config = FLAGS.config
   if FLAGS.mode == "summary":
     from rpsm_jax import summary  # pylint: disable=g-import-not-at-top

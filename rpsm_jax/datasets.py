@@ -1,0 +1,65 @@
+"""Finds, builds and opens the TFDS datasets of data/ (array_record, no TensorFlow)."""
+
+import importlib
+import os
+import pathlib
+import sys
+
+from absl import logging
+import tensorflow_datasets as tfds
+
+# data/<name>/ holds one TFDS builder package per dataset (the layout `tfds new` makes).
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+FILE_FORMAT = "array_record"
+
+
+def builder_class(name: str) -> type:
+  """Imports data/<name>/<name>_dataset_builder.py and returns its Builder class."""
+  package_dir = REPO_ROOT / "data" / name
+  if not (package_dir / f"{name}_dataset_builder.py").exists():
+    known = sorted(p.name for p in (REPO_ROOT / "data").iterdir()
+                   if (p / f"{p.name}_dataset_builder.py").exists())
+    raise ValueError(f"config.dataset.name={name!r}: no builder at {package_dir}; "
+                     f"known datasets: {known}")
+  if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+  module = importlib.import_module(f"data.{name}.{name}_dataset_builder")
+  return module.Builder
+
+
+def get_builder(dataset_config) -> tfds.core.DatasetBuilder:
+  """The builder for `config.dataset` (name, builder_config, data_dir)."""
+  cls = builder_class(dataset_config.name)
+  kwargs = {}
+  if dataset_config.builder_config:
+    kwargs["config"] = dataset_config.builder_config
+  data_dir = dataset_config.data_dir or None
+  return cls(data_dir=os.path.expanduser(data_dir) if data_dir else None,
+             file_format=FILE_FORMAT, **kwargs)
+
+
+def prepare(dataset_config) -> tfds.core.DatasetBuilder:
+  """Returns a prepared builder, building it first when config.dataset.build_if_missing.
+
+  TFDS writes into a temporary directory and renames it only when every split is complete,
+  so an interrupted build never looks prepared and is simply rebuilt.
+  """
+  builder = get_builder(dataset_config)
+  if builder.is_prepared():
+    return builder
+  command = (f"tfds build data/{dataset_config.name} --file_format={FILE_FORMAT}"
+             + (f" --config={dataset_config.builder_config}"
+                if dataset_config.builder_config else "")
+             + (f" --data_dir={dataset_config.data_dir}" if dataset_config.data_dir else "")
+             + (f" --manual_dir={dataset_config.manual_dir}"
+                if dataset_config.manual_dir else ""))
+  if not dataset_config.build_if_missing:
+    raise FileNotFoundError(
+        f"dataset {builder.info.full_name} is not prepared in {builder.data_dir}. Build it "
+        f"with `{command}` or set --config.dataset.build_if_missing=True")
+  logging.info("Building %s in %s (equivalent: %s)", builder.info.full_name,
+               builder.data_dir, command)
+  download_config = tfds.download.DownloadConfig(
+      manual_dir=os.path.expanduser(dataset_config.manual_dir) or None)
+  builder.download_and_prepare(download_config=download_config, file_format=FILE_FORMAT)
+  return builder

@@ -1,0 +1,240 @@
+"""Training: `train_and_evaluate(config, workdir)` and `evaluate_checkpoint`.
+
+The train step is written once, for one device (`train_step`). `compile_train_step` decides
+how it runs: `jax.jit` on a single device, `jax.pmap` over all local devices (gradients and
+metrics averaged with `lax.pmean`) when there are several. Multi-host runs start with
+`initialize_distributed()`; each host then feeds its slice of every global batch.
+"""
+
+import functools
+import os
+import time
+from typing import Any, Optional
+
+from absl import logging
+from flax import jax_utils
+from flax.training import train_state
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rpsm_jax import checkpoints
+from rpsm_jax import config_checks
+from rpsm_jax import evaluate
+from rpsm_jax import input_pipeline
+from rpsm_jax import metric_writers
+from rpsm_jax import models
+from rpsm_jax import optim
+from rpsm_jax import progress
+
+AXIS = "devices"
+_STEP_KEYS = ("image", "pose_3d", "mask")   # what the train step needs from a batch
+
+
+class TrainState(train_state.TrainState):
+  pass
+
+
+def initialize_distributed() -> None:
+  """Joins a multi-host run when the environment describes one (SLURM, TPU pods, or
+  JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID set explicitly)."""
+  if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("RPSM_DISTRIBUTED") == "1":
+    jax.distributed.initialize()
+
+
+def stage_weights(config) -> jnp.ndarray:
+  k = config.model.num_stages
+  weights = tuple(config.loss_stage_weights) or (1.0,) * k
+  if len(weights) != k:
+    raise ValueError(f"config.loss_stage_weights has {len(weights)} entries for "
+                     f"{k} stages")
+  return jnp.asarray(weights, jnp.float32)
+
+
+def pose_loss(poses, targets, mask, weights):
+  """Sum over stages k of alpha_k * sum over frames of the squared L2 pose error.
+
+  poses (K, B, T, P, 3); targets (B, T, P, 3); mask (B, T); weights (K,). Normalised
+  coordinates. Returns (mean over clips of the weighted sum, per-stage (K,) terms).
+  """
+  sq = jnp.sum((poses - targets[None]) ** 2, axis=(-2, -1)) * mask[None]   # (K, B, T)
+  per_stage = jnp.sum(sq, axis=-1).mean(axis=-1)                            # (K,)
+  return jnp.sum(weights * per_stage), per_stage
+
+
+def train_step(state: TrainState, batch, *, weights, axis_name: Optional[str] = None,
+               skip_nonfinite: bool = False):
+  """One optimiser step on one device's batch; returns (new_state, metrics)."""
+  frames = input_pipeline.model_input(batch["image"])
+  mask = batch["mask"].astype(jnp.float32)
+
+  def loss_fn(params):
+    poses = state.apply_fn({"params": params}, frames)
+    return pose_loss(poses, batch["pose_3d"], mask, weights)
+
+  (loss, per_stage), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  if axis_name is not None:
+    grads, loss, per_stage = jax.lax.pmean((grads, loss, per_stage), axis_name)
+  grad_norm = jnp.sqrt(sum(jnp.sum(g ** 2) for g in jax.tree.leaves(grads)))
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  new_state = state.apply_gradients(grads=grads)
+  if skip_nonfinite:  # keep the previous parameters and optimiser state, count the step
+    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state,
+                             state.replace(step=state.step + 1))
+  metrics = {"loss": loss, "grad_norm": grad_norm, "finite": finite.astype(jnp.float32)}
+  metrics.update({f"loss_stage_{k + 1}": per_stage[k] for k in range(per_stage.shape[0])})
+  return new_state, metrics
+
+
+def compile_train_step(config, num_devices: int):
+  """jit (one device) or pmap (several) of `train_step`; the state is donated."""
+  kwargs = dict(weights=stage_weights(config),
+                skip_nonfinite=config.nonfinite_policy == "skip")
+  if num_devices == 1:
+    return jax.jit(functools.partial(train_step, **kwargs), donate_argnums=0)
+  return jax.pmap(functools.partial(train_step, axis_name=AXIS, **kwargs),
+                  axis_name=AXIS, donate_argnums=0)
+
+
+def create_train_state(config, model, tx, rng) -> TrainState:
+  size = config.model.input_size
+  frames = jnp.zeros((1, config.clip_length, size, size, 3), jnp.float32)
+  params = jax.jit(model.init)(rng, frames)["params"]
+  return TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+
+
+class NonFiniteError(FloatingPointError):
+  pass
+
+
+def _mean_metrics(history: list[dict]) -> dict:
+  stacked = jax.device_get(history)
+  return {k: float(np.mean([np.mean(h[k]) for h in stacked])) for k in stacked[0]}
+
+
+def _check_finite(history: list[dict], first_step: int, policy: str) -> int:
+  """Raises on the first non-finite step when policy == 'stop'; returns the count."""
+  flags = [float(np.min(h["finite"])) for h in jax.device_get(history)]
+  bad = [first_step + i for i, f in enumerate(flags) if f < 1.0]
+  if bad and policy == "stop":
+    raise NonFiniteError(
+        f"non-finite loss or gradients at step {bad[0]} (of {len(bad)} in this interval); "
+        "the last checkpoint holds the last good parameters. Set "
+        "--config.nonfinite_policy=skip to skip such updates instead")
+  return len(bad)
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Trains on the train split, evaluates periodically and at the end; returns the final
+  evaluation results (also written to <workdir>/eval/results.json)."""
+  config_checks.check(config)
+  num_devices = jax.local_device_count()
+  if config.batch_size % jax.device_count():
+    raise ValueError(f"config.batch_size={config.batch_size} does not split over "
+                     f"{jax.device_count()} devices")
+  os.makedirs(workdir, exist_ok=True)
+  pipe = input_pipeline.create_pipeline(
+      config, workdir, shard=(jax.process_index(), jax.process_count()))
+  model = models.create_model(config.model)
+  tx, schedule = optim.create_optimizer(config.optimizer, config.num_train_steps)
+  state = create_train_state(config, model, tx, jax.random.key(config.seed))
+  manager = checkpoints.Checkpoints(workdir, config.keep_checkpoints)
+  state = manager.restore_latest(state)
+  start = int(state.step)
+  writer = metric_writers.MetricWriter(workdir, just_logging=jax.process_index() > 0)
+  if start == 0:
+    writer.write_hparams(config.to_dict() if hasattr(config, "to_dict") else dict(config))
+  else:
+    logging.info("Resuming from the checkpoint at step %d", start)
+
+  step_fn = compile_train_step(config, num_devices)
+  if num_devices > 1:
+    state = jax_utils.replicate(state)
+  total = config.num_train_steps
+  report = progress.Progress(total, start, frames_per_step=config.batch_size
+                             * config.clip_length)
+  history, interval_start, nonfinite = [], start, 0
+  results: dict[str, Any] = {}
+  batches = pipe.train.iterate(start_step=start, num_steps=total)
+  try:
+    for step in range(start, total):
+      batch = next(batches)
+      batch = {k: batch[k] for k in _STEP_KEYS}
+      if num_devices > 1:
+        batch = input_pipeline.add_device_axis(batch, num_devices)
+      state, metrics = step_fn(state, batch)
+      if history:  # keep at most one step in flight: bounds queued batches and memory
+        jax.block_until_ready(history[-1])
+      history.append(metrics)
+      report.advance(step)
+      done = step + 1
+      if done % config.log_every_steps == 0 or done == total:
+        nonfinite += _check_finite(history, interval_start, config.nonfinite_policy)
+        scalars = _mean_metrics(history)
+        scalars.pop("finite")
+        scalars.update(report.rates(done), learning_rate=float(schedule(done - 1)),
+                       nonfinite_steps=nonfinite)
+        writer.write_scalars(done, scalars)
+        report.update(done, scalars["loss"])
+        history, interval_start = [], done
+      if done % config.eval_every_steps == 0 and done != total:
+        results = _evaluate(config, model, _unreplicate(state, num_devices), pipe,
+                            workdir, writer, done, final=False)
+        manager.save(done, _unreplicate(state, num_devices),
+                            metric=results["mpjpe_mm"][f"stage_{config.model.num_stages}"])
+      elif done % config.checkpoint_every_steps == 0:
+        manager.save(done, _unreplicate(state, num_devices))
+  finally:
+    report.close()
+  host_state = _unreplicate(state, num_devices)
+  results = _evaluate(config, model, host_state, pipe, workdir, writer, total, final=True)
+  manager.save(total, host_state,
+               metric=results["mpjpe_mm"][f"stage_{config.model.num_stages}"])
+  manager.close()
+  writer.close()
+  return results
+
+
+def _unreplicate(state, num_devices):
+  return jax_utils.unreplicate(state) if num_devices > 1 else state
+
+
+def _evaluate(config, model, state, pipe, workdir, writer, step, final) -> dict:
+  """Scores the eval split; the final evaluation also writes results.json and the table."""
+  results = evaluate.evaluate(
+      model, state.params, pipe.eval, pipe.norm, root_joint=config.dataset.root_joint,
+      max_clips=0 if final else config.eval_max_clips)
+  results["step"] = int(step)
+  k = config.model.num_stages
+  scalars = {f"eval/mpjpe_mm_stage_{i}": results["mpjpe_mm"][f"stage_{i}"]
+             for i in range(1, k + 1)}
+  scalars["eval/p_mpjpe_mm"] = results["p_mpjpe_mm"][f"stage_{k}"]
+  scalars["eval/baseline_mean_pose_mpjpe_mm"] = results["baseline_mean_pose_mpjpe_mm"]
+  writer.write_scalars(step, scalars)
+  writer.flush()
+  if final and jax.process_index() == 0:
+    evaluate.write_results(results, os.path.join(workdir, "eval"))
+  return results
+
+
+def evaluate_checkpoint(config, workdir: str, step: Optional[int] = None) -> dict:
+  """`--mode=eval`: scores the latest (or the given) checkpoint of `workdir`."""
+  config_checks.check(config)
+  norm_path = os.path.join(workdir, "normalization.json")
+  if not os.path.exists(norm_path):
+    raise FileNotFoundError(f"{norm_path} is missing: is {workdir} a training workdir?")
+  pipe = input_pipeline.create_pipeline(config, workdir)
+  model = models.create_model(config.model)
+  tx, _ = optim.create_optimizer(config.optimizer, config.num_train_steps)
+  state = create_train_state(config, model, tx, jax.random.key(config.seed))
+  manager = checkpoints.Checkpoints(workdir, config.keep_checkpoints)
+  state = manager.restore(state, step)
+  writer = metric_writers.MetricWriter(os.path.join(workdir, "eval"),
+                                       just_logging=jax.process_index() > 0)
+  results = _evaluate(config, model, state, pipe, workdir, writer, int(state.step),
+                      final=True)
+  manager.close()
+  writer.close()
+  return results
+
+
