@@ -1,0 +1,1 @@
+"""synthetic_clips dataset."""

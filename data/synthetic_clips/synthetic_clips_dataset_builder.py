@@ -1,0 +1,198 @@
+"""synthetic_clips: procedurally generated, rendered 3D pose sequences (no download).
+
+A stand-in for Human3.6M with the same per-frame schema (data/README.md), for smoke
+tests, CPU runs and checking that a model learns 3D from images at all. Writes
+array_record by default and needs no TensorFlow to build or read.
+"""
+
+import contextlib
+import dataclasses
+import multiprocessing
+import os
+import pathlib
+import sys
+
+from etils import epath
+import numpy as np
+import tensorflow_datasets as tfds
+
+from . import motion
+from . import sequences
+
+_NUM_JOINTS = motion.NUM_JOINTS
+# Overrides the number of generator processes (0 or 1: generate in-process).
+_WORKERS_ENV = "SYNTHETIC_CLIPS_WORKERS"
+
+
+@dataclasses.dataclass
+class SyntheticClipsConfig(tfds.core.BuilderConfig):
+  """Size of the generated dataset.
+
+  Attributes:
+    num_train_subjects: train subjects (S1, S5, S6, S7, S8, then S21, S22, ...).
+    num_test_subjects: test subjects (S9, S11, then S51, S52, ...), disjoint from train.
+    num_actions: the first n of motion.ACTIONS.
+    num_takes: sub-sequences per (subject, action), each with its own random phase,
+      speed, amplitude, path and background.
+    num_cameras: cameras per sequence (each camera is its own sequence).
+    frames_per_sequence: stored frames per sequence.
+    fps: frame rate of the stored frames (10: like Human3.6M's 50 fps subsampled 5x).
+    image_size: S, side of the stored square crops, pixels.
+    jpeg_quality: JPEG quality of the stored images.
+    seed: everything generated is a function of it.
+    num_workers: generator processes; 0 picks min(cpu count, 8). The environment
+      variable SYNTHETIC_CLIPS_WORKERS overrides it.
+  """
+  num_train_subjects: int = 5
+  num_test_subjects: int = 2
+  num_actions: int = 8
+  num_takes: int = 1
+  num_cameras: int = 4
+  frames_per_sequence: int = 48
+  fps: float = 10.
+  image_size: int = 128
+  jpeg_quality: int = 90
+  seed: int = 0
+  num_workers: int = 0
+
+
+def _config(name: str, description: str, **kwargs) -> SyntheticClipsConfig:
+  return SyntheticClipsConfig(name=name, description=description, **kwargs)
+
+
+class Builder(tfds.core.GeneratorBasedBuilder):
+  """Synthetic Human3.6M-like clips: one example per frame and camera."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  BUILDER_CONFIGS = [
+      _config("default", "5 train / 2 test subjects, 8 actions, 4 cameras, 48 frames, "
+              "128 px; builds in about a minute on 2 CPU cores."),
+      _config("tiny", "For tests: 2 train / 1 test subjects, 2 actions, 2 cameras, "
+              "8 frames, 64 px; builds in seconds.",
+              num_train_subjects=2, num_test_subjects=1, num_actions=2, num_cameras=2,
+              frames_per_sequence=8, image_size=64, num_workers=1),
+      _config("medium", "8 train / 3 test subjects, 10 actions, 2 takes, 4 cameras, "
+              "100 frames, 256 px.",
+              num_train_subjects=8, num_test_subjects=3, num_actions=10, num_takes=2,
+              frames_per_sequence=100, image_size=256),
+      _config("large", "12 train / 4 test subjects, 10 actions, 3 takes, 4 cameras, "
+              "120 frames, 368 px (the paper's input size).",
+              num_train_subjects=12, num_test_subjects=4, num_actions=10, num_takes=3,
+              frames_per_sequence=120, image_size=368),
+  ]
+  DEFAULT_BUILDER_CONFIG_NAME = "default"
+
+  def __init__(self, *, file_format=None, **kwargs):
+    # array_record unless asked otherwise: it is random access and, unlike tfrecord,
+    # needs no TensorFlow to write or read.
+    super().__init__(file_format=file_format or tfds.core.FileFormat.ARRAY_RECORD,
+                     **kwargs)
+
+  @tfds.core.utils.classproperty
+  @classmethod
+  def code_path(cls) -> epath.Path:
+    # tfds 4.9.10 finds this through the `importlib_resources` backport, which is not
+    # installed on Python >= 3.9, and fails for any builder inside a package.
+    return epath.Path(__file__)
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    cfg = self.builder_config
+    s = cfg.image_size
+
+    def tensor(shape, dtype, doc):
+      return tfds.features.Tensor(shape=shape, dtype=dtype, doc=doc)
+
+    return self.dataset_info_from_configs(
+        features=tfds.features.FeaturesDict({
+            "image": tfds.features.Image(
+                shape=(s, s, 3), encoding_format="jpeg",
+                doc="RGB square crop around the person, resized to S x S."),
+            "pose_3d": tensor((_NUM_JOINTS, 3), np.float32,
+                              "Joints in camera coordinates (x right, y down, z "
+                              "forward), mm, not root-relative."),
+            "pose_2d": tensor((_NUM_JOINTS, 2), np.float32,
+                              "Joints in pixels of the stored S x S crop."),
+            "box": tensor((4,), np.float32,
+                          "Person box [x0, y0, x1, y1], full-image pixels."),
+            "crop_box": tensor((4,), np.float32,
+                               "Square crop [x0, y0, x1, y1], full-image pixels."),
+            "camera": tfds.features.FeaturesDict({
+                "name": tfds.features.Text(),
+                "f": tensor((2,), np.float32, "Focal lengths, pixels."),
+                "c": tensor((2,), np.float32, "Principal point, pixels."),
+                "k": tensor((3,), np.float32, "Radial distortion k1..k3."),
+                "p": tensor((2,), np.float32, "Tangential distortion p1, p2."),
+                "image_size": tensor((2,), np.int32,
+                                     "Full image [width, height], pixels."),
+            }),
+            "subject": tfds.features.Text(),
+            "action": tfds.features.Text(),
+            "sequence_id": tfds.features.Text(
+                doc="'<subject>/<action>.<take>/<camera>', unique per sequence."),
+            "frame_index": tensor((), np.int32, "Frame number within the sequence."),
+        }),
+        supervised_keys=None,
+        disable_shuffling=True,  # Keep frames in sequence order; readers shuffle.
+    )
+
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    del dl_manager  # Nothing to download.
+    cfg = self.builder_config
+    return {
+        "train": self._generate_examples(
+            sequences.subjects("train", cfg.num_train_subjects)),
+        "test": self._generate_examples(
+            sequences.subjects("test", cfg.num_test_subjects)),
+    }
+
+  def _generate_examples(self, subjects: list[str]):
+    """Yields (key, example) per frame; key '<sequence_id>/<frame index>'."""
+    cfg = self.builder_config
+    specs = [
+        sequences.SequenceSpec(
+            seed=cfg.seed, subject=subject, action=action, take=take,
+            num_frames=cfg.frames_per_sequence, fps=cfg.fps,
+            image_size=cfg.image_size, num_cameras=cfg.num_cameras,
+            jpeg_quality=cfg.jpeg_quality)
+        for subject in subjects
+        for action in motion.ACTIONS[:cfg.num_actions]
+        for take in range(1, cfg.num_takes + 1)
+    ]
+    workers = _num_workers(cfg, len(specs))
+    if workers <= 1:
+      for spec in specs:
+        yield from sequences.film(spec)
+      return
+    # Sequences are independent and seeded by their identity, so the output does not
+    # depend on the number of processes; imap keeps the order.
+    with _importable_from_children(), multiprocessing.get_context("spawn").Pool(
+        workers) as pool:
+      for examples in pool.imap(sequences.film, specs):
+        yield from examples
+
+
+def _num_workers(cfg: SyntheticClipsConfig, num_tasks: int) -> int:
+  workers = int(os.environ.get(_WORKERS_ENV, cfg.num_workers or 0))
+  if not workers and _WORKERS_ENV not in os.environ:
+    workers = min(os.cpu_count() or 1, 8)
+  return min(workers, num_tasks)
+
+
+@contextlib.contextmanager
+def _importable_from_children():
+  """Puts this package's root on sys.path while spawned workers start.
+
+  `tfds build` imports the builder with its folder's parent on sys.path only during
+  the import; spawned processes copy sys.path and must import `sequences` by name.
+  """
+  top = __name__.split(".")[0]
+  root = str(pathlib.Path(sys.modules[top].__file__).resolve().parent.parent)
+  added = root not in sys.path
+  if added:
+    sys.path.insert(0, root)
+  try:
+    yield
+  finally:
+    if added:
+      sys.path.remove(root)
