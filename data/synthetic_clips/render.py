@@ -5,7 +5,8 @@ perspective, the body's left side is blue-ish and its right side red-ish (the cu
 makes left/right and facing direction learnable, like clothing and faces do in real
 video), nearer parts are painted over farther ones, and brightness falls off with depth
 so that depth is only partly visible. Everything is drawn straight into the S x S crop:
-full-image pixel coordinates map to crop pixels by (u - x0) * S / side.
+full-image pixel coordinates map to crop pixels by (u - x0) * S / side. Pixel
+coordinates use the edge convention of data/README.md: pixel j spans [j, j + 1].
 """
 
 import colorsys
@@ -205,10 +206,12 @@ def make_background(rng: np.random.Generator, image_size: tuple[int, int],
 
 
 def _crop_background(canvas, scale, crop_box, size):
-  # Crop pixel u shows full-image point x0 + u * side / S (pixel centres at integers,
-  # as for the joints), i.e. canvas point (x0 + u * side / S) * scale.
+  # Output pixel j spans crop coordinates [j, j + 1] (edge convention), so its centre
+  # j + 0.5 shows full-image point x0 + (j + 0.5) * side / S; cv2 indexes pixel centres,
+  # hence the -0.5 on the canvas side.
   a = (crop_box[2] - crop_box[0]) / size * scale
-  m = np.array([[a, 0., crop_box[0] * scale], [0., a, crop_box[1] * scale]])
+  b = (crop_box[:2] + 0.5 * a / scale) * scale - 0.5
+  m = np.array([[a, 0., b[0]], [0., a, b[1]]])
   return cv2.warpAffine(canvas, m, (size, size),
                         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                         borderMode=cv2.BORDER_REFLECT_101)
@@ -239,7 +242,10 @@ def render(canvas: np.ndarray, canvas_scale: float, crop_box: np.ndarray, size: 
   order = np.argsort(-shapes.depth, kind="stable")  # Painter's algorithm: far first.
   shade = np.clip(1. + 0.5 * (z_ref - shapes.depth) / 700., 0.45, 1.35)
   colours = np.clip(appearance.colours[shapes.colour] * shade[:, None], 0, 255)
-  pts = np.round((shapes.points - crop_box[:2]) * to_crop * (1 << _SHIFT)).astype(np.int32)
+  # Crop coordinates use the edge convention (pixel j spans [j, j + 1]); cv2 draws in
+  # pixel-centre coordinates, half a pixel less.
+  crop_xy = (shapes.points - crop_box[:2]) * to_crop - 0.5
+  pts = np.round(crop_xy * (1 << _SHIFT)).astype(np.int32)
   radius = shapes.radius * to_crop
   disc_r = np.round(radius * (1 << _SHIFT)).astype(int).tolist()
   width = np.maximum(1, np.round(2 * radius)).astype(int).tolist()

@@ -13,6 +13,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from data.synthetic_clips import motion
+from data.synthetic_clips import render
 from data.synthetic_clips import sequences
 from data.synthetic_clips import synthetic_clips_dataset_builder as builder_lib
 
@@ -112,7 +113,7 @@ def test_person_is_drawn(built):
     bg_img = cv2.cvtColor(cv2.imdecode(np.frombuffer(bg["image"], np.uint8),
                                        cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
     diff = np.abs(ex["image"].astype(int) - bg_img).sum(-1)
-    j = np.clip(np.round(ex["pose_2d"]).astype(int), 0, S - 1)
+    j = np.clip(np.floor(ex["pose_2d"]).astype(int), 0, S - 1)  # Edge convention.
     # The body covers its joints; only JPEG noise is left where it is not drawn.
     assert np.median(diff[j[:, 1], j[:, 0]]) > 40
     assert (diff < 25).mean() > 0.2
@@ -184,3 +185,20 @@ def test_every_action_is_plausible(action):
   assert (lowest > 30).all() and np.percentile(lowest, 25) < 150
   assert (np.linalg.norm(world[:, 0, :2], axis=-1) < 2500).all()  # In the capture area.
   assert np.ptp(world - world[:, :1], axis=0).max() > 100  # The body moves.
+
+
+def test_drawing_is_registered_with_pose_2d():
+  # A disc drawn at full-image point q must appear centred on (q - x0) * S / side in the
+  # edge convention (pixel j's centre is at j + 0.5).
+  crop = np.array([300., 200., 500., 400.])
+  q = np.array([371.3, 266.9])
+  shapes = render.Shapes(points=np.array([[q, q, q, q]]), num_points=np.array([1]),
+                         radius=np.array([20.]), depth=np.array([4000.]),
+                         colour=np.array([0]))
+  look = render.Appearance(colours=np.full((len(render.COLOURS), 3), 255.))
+  canvas = np.zeros((50, 50, 3), np.uint8)
+  img = render.render(canvas, 0.05, crop, S, shapes, look, z_ref=4000.)
+  w = img[..., 0].astype(float)
+  jj, ii = np.mgrid[0:S, 0:S] + 0.5
+  centroid = np.array([(w * ii).sum(), (w * jj).sum()]) / w.sum()
+  np.testing.assert_allclose(centroid, (q - crop[:2]) * S / 200., atol=0.1)
