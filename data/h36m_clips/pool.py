@@ -1,0 +1,202 @@
+"""Runs a generator function over tasks in worker processes, read back in task order.
+
+The builder writes one shard per sequence, in order, while workers prepare the next
+sequences. Workers stream items back in chunks; the parent holds only the chunks of
+tasks it has not reached yet, and hands out at most `window` tasks ahead of the one
+being read, so memory stays bounded (about `window` sequences).
+"""
+
+import contextlib
+import multiprocessing
+import pathlib
+import pickle
+import queue
+import sys
+import traceback
+from collections.abc import Callable, Generator, Iterator, Sequence
+from typing import Any
+
+_CHUNK = 32  # Items per message.
+_POLL_S = 5.0  # How often a waiting parent checks that its workers are alive.
+
+
+class WorkerError(RuntimeError):
+  """A worker process died, or raised an exception that could not be sent back."""
+
+
+def _run_task(fn, task_index, task, results, chunk_size) -> bool:
+  """Streams one task's items to `results`; False if it failed (error sent)."""
+  try:
+    generator = fn(task)
+    chunk = []
+    while True:
+      try:
+        chunk.append(next(generator))
+      except StopIteration as stop:
+        if chunk:
+          results.put(("items", task_index, chunk))
+        results.put(("done", task_index, stop.value))
+        return True
+      if len(chunk) >= chunk_size:
+        results.put(("items", task_index, chunk))
+        chunk = []
+  except BaseException as e:  # pylint: disable=broad-except
+    remote = traceback.format_exc()
+    try:
+      pickle.dumps(e)  # Queue.put pickles in a thread where failures would be lost.
+    except Exception:  # pylint: disable=broad-except
+      e = WorkerError(f"{type(e).__name__}: {e}")
+    results.put(("error", task_index, (e, remote)))
+    return False
+
+
+def _worker(fn, tasks, results, chunk_size):
+  import cv2  # pylint: disable=g-import-not-at-top
+  cv2.setNumThreads(1)  # Parallel over processes already.
+  while (item := tasks.get()) is not None:
+    if not _run_task(fn, *item, results, chunk_size):
+      return
+
+
+@contextlib.contextmanager
+def _importable(fn):
+  """Puts the root of `fn`'s module on sys.path while workers start.
+
+  `tfds build` imports a builder with its folder's parent on sys.path only during the
+  import; spawned workers copy sys.path and import `fn`'s module by its name.
+  """
+  path = pathlib.Path(sys.modules[fn.__module__].__file__).resolve()
+  root = str(path.parents[fn.__module__.count(".")])
+  added = root not in sys.path
+  if added:
+    sys.path.insert(0, root)
+  try:
+    yield
+  finally:
+    if added:
+      sys.path.remove(root)
+
+
+class OrderedPool:
+  """fn(task) for every task, in worker processes; read with `results(i)`, i = 0, 1, ...
+
+  Use as a context manager (or call close()) so that workers always stop.
+  """
+
+  def __init__(self, fn: Callable[[Any], Iterator[Any]], tasks: Sequence[Any],
+               num_workers: int, window: int | None = None,
+               chunk_size: int = _CHUNK):
+    """Creates the pool; workers start at the first `results` call.
+
+    Args:
+      fn: module-level generator function (spawned workers import it by name);
+        `results` returns its return value.
+      tasks: picklable arguments of fn.
+      num_workers: worker processes; 0 runs fn here, when its results are read.
+      window: tasks handed out ahead of the one being read (default workers + 2).
+      chunk_size: items per message between processes.
+    """
+    self._fn = fn
+    self._tasks = list(tasks)
+    self._num_workers = min(num_workers, len(self._tasks))
+    self._window = window or self._num_workers + 2
+    self._chunk_size = chunk_size
+    self._next_read = 0
+    self._next_dispatch = 0
+    self._buffers: dict[int, list[Any]] = {}  # Task -> chunks read ahead.
+    self._done: dict[int, Any] = {}  # Task -> fn's return value.
+    self._workers = []
+    self._task_queue = self._results = None
+    self._started = False
+
+  def __enter__(self) -> "OrderedPool":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+  def _start(self) -> None:
+    # spawn, not fork: the parent runs TFDS and OpenCV threads that fork would copy
+    # in an undefined state.
+    context = multiprocessing.get_context("spawn")
+    self._task_queue = context.Queue()
+    self._results = context.Queue(maxsize=2 * self._num_workers)
+    self._workers = [
+        context.Process(target=_worker, daemon=True, name=f"h36m_clips_worker_{i}",
+                        args=(self._fn, self._task_queue, self._results,
+                              self._chunk_size))
+        for i in range(self._num_workers)
+    ]
+    with _importable(self._fn):
+      for worker in self._workers:
+        worker.start()
+
+  def _dispatch(self) -> None:
+    limit = min(self._next_read + self._window, len(self._tasks))
+    while self._next_dispatch < limit:
+      self._task_queue.put((self._next_dispatch, self._tasks[self._next_dispatch]))
+      self._next_dispatch += 1
+    if self._next_dispatch == len(self._tasks):
+      for _ in self._workers:
+        self._task_queue.put(None)
+      self._next_dispatch += 1  # Stop sentinels sent once.
+
+  def _receive(self) -> None:
+    """Files one message from the workers under its task; raises task errors."""
+    while True:
+      try:
+        kind, task_index, payload = self._results.get(timeout=_POLL_S)
+        break
+      except queue.Empty:
+        dead = [w for w in self._workers if w.exitcode not in (None, 0)]
+        if dead:
+          raise WorkerError(f"worker {dead[0].name} died with exit code "
+                            f"{dead[0].exitcode} (out of memory?)") from None
+    if kind == "items":
+      self._buffers.setdefault(task_index, []).append(payload)
+    elif kind == "done":
+      self._done[task_index] = payload
+    else:
+      error, remote = payload
+      raise error from WorkerError(f"in a worker, task {task_index}:\n{remote}")
+
+  def results(self, task_index: int) -> Generator[Any, None, Any]:
+    """Yields fn(tasks[task_index])'s items and returns its return value.
+
+    Must be called for tasks 0, 1, 2, ... in order, each read to the end.
+    """
+    if task_index != self._next_read:
+      raise ValueError(f"read task {self._next_read} next, not {task_index}")
+    if not self._num_workers:
+      value = yield from self._fn(self._tasks[task_index])
+      self._next_read += 1
+      return value
+    if not self._started:
+      self._start()
+      self._started = True
+    self._dispatch()
+    while True:
+      for chunk in self._buffers.pop(task_index, ()):
+        yield from chunk
+      if task_index in self._done:
+        break
+      self._receive()
+    self._next_read += 1
+    return self._done.pop(task_index)
+
+  def __del__(self):
+    self.close()
+
+  def close(self) -> None:
+    """Stops the workers (at once, if tasks remain)."""
+    for worker in self._workers:
+      if worker.is_alive():
+        worker.terminate()
+    for worker in self._workers:
+      worker.join()
+    for q in (self._task_queue, self._results):
+      if q is not None:
+        q.cancel_join_thread()
+        q.close()
+    self._workers = []
+    self._task_queue = self._results = None
