@@ -161,6 +161,10 @@ class Builder(tfds.core.ShardBasedBuilder):
 
   def _options(self) -> examples.Options:
     cfg = self.builder_config
+    if cfg.image_size < 1 or cfg.frame_step < 1 or not 0 <= cfg.jpeg_quality <= 100:
+      raise ValueError(f"h36m_clips config {cfg.name!r}: image_size "
+                       f"({cfg.image_size}) and frame_step ({cfg.frame_step}) must be "
+                       f">= 1, jpeg_quality ({cfg.jpeg_quality}) in [0, 100]")
     return examples.Options(
         image_size=cfg.image_size, frame_step=cfg.frame_step,
         jpeg_quality=cfg.jpeg_quality, box_margin=cfg.box_margin,

@@ -33,7 +33,7 @@ _NUM_POSES = 11
 _EXTRA_VIDEO_FRAMES = 2
 _STEP = 2
 _SIZE = 48
-_BACKGROUND = 30
+_BACKGROUND = 30  # Grey background; the person is yellowish, brighter each frame.
 
 # (subject, release action, camera, box file: 'ok' | 'missing' | 'damaged' |
 #  'renamed:<name>' | 'empty:<frame>', with a 2D pose file).
@@ -122,6 +122,7 @@ def _write_video(path, boxes, num_frames):
     frame = np.full((_H, _W, 3), _BACKGROUND, np.uint8)
     x0, y0, x1, y1 = boxes[min(i, len(boxes) - 1)]
     frame[y0:y1, x0:x1] = _brightness(i)
+    frame[y0:y1, x0:x1, 0] = _brightness(i) // 2  # Less blue: BGR order shows.
     writer.write(frame)
   writer.release()
 
@@ -311,8 +312,10 @@ def test_crop_holds_the_right_frame_and_person(built):
     scale = _SIZE / (crop_box[2] - crop_box[0])
     u0, v0 = np.ceil((np.array([x0, y0]) - crop_box[:2]) * scale).astype(int) + 1
     u1, v1 = np.floor((np.array([x1, y1]) - crop_box[:2]) * scale).astype(int) - 1
-    inside = r["image"][v0:v1, u0:u1].astype(float)
-    assert inside.size and abs(inside.mean() - _brightness(i)) < 6, (sequence_id, i)
+    inside = r["image"][v0:v1, u0:u1].reshape(-1, 3).astype(float)
+    assert len(inside), (sequence_id, i)
+    np.testing.assert_allclose(inside.mean(axis=0), np.array([1, 1, 0.5])  # RGB.
+                               * _brightness(i), atol=8, err_msg=f"{sequence_id} {i}")
     # Outside it, background (or the zero padding beyond the image).
     centres = (np.arange(_SIZE) + 0.5) / scale
     xs, ys = centres + crop_box[0], centres + crop_box[1]
