@@ -67,7 +67,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   RELEASE_NOTES = {"1.0.0": "Initial release."}
   BUILDER_CONFIGS = [
       _config("default", "5 train / 2 test subjects, 8 actions, 4 cameras, 48 frames, "
-              "128 px; builds in about a minute on 2 CPU cores."),
+              "128 px; builds in under a minute on 2 CPU cores."),
       _config("tiny", "For tests: 2 train / 1 test subjects, 2 actions, 2 cameras, "
               "8 frames, 64 px; builds in seconds.",
               num_train_subjects=2, num_test_subjects=1, num_actions=2, num_cameras=2,
