@@ -47,7 +47,9 @@ def prepare(dataset_config) -> tfds.core.DatasetBuilder:
   builder = get_builder(dataset_config)
   if builder.is_prepared():
     return builder
-  command = (f"tfds build data/{dataset_config.name} --file_format={FILE_FORMAT}"
+  # `tfds build data/<name>` needs TensorFlow in tfds 4.9.10; each builder package runs the
+  # same command without it as `python -m data.<name>`.
+  command = (f"python -m data.{dataset_config.name} --file_format={FILE_FORMAT}"
              + (f" --config={dataset_config.builder_config}"
                 if dataset_config.builder_config else "")
              + (f" --data_dir={dataset_config.data_dir}" if dataset_config.data_dir else "")
