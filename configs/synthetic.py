@@ -13,6 +13,8 @@ def get_config():
   config.dataset.builder_config = "default"
   config.dataset.build_if_missing = True
 
+  config.frame_step = 1              # synthetic frames are already 0.1 s apart
+
   config.model.input_size = 96
   config.model.width = 0.25          # 16..128 channels instead of 64..512
   config.model.adaption = "official"  # keeps a 3x3 spatial map at this input size

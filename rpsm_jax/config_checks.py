@@ -5,6 +5,7 @@ typed fields); this catches values and combinations, naming the field at fault.
 """
 
 from rpsm_jax.models.adaption import VARIANTS
+from rpsm_jax.models.layers import INITS
 from rpsm_jax.models.recurrent import TEMPORAL
 from rpsm_jax.optim import OPTIMIZERS, SCHEDULES
 
@@ -29,6 +30,8 @@ def check(config) -> None:
        f"got {m.adaption!r}")
   need(m.temporal in TEMPORAL, f"config.model.temporal must be one of {TEMPORAL}, "
        f"got {m.temporal!r}")
+  need(m.initializer in INITS, f"config.model.initializer must be one of {INITS}, "
+       f"got {m.initializer!r}")
   need(m.dtype in _DTYPES, f"config.model.dtype must be one of {_DTYPES}, got {m.dtype!r}")
   need(min(m.lstm_units, m.adaption_units) >= 1, "config.model.lstm_units and "
        "adaption_units must be >= 1")

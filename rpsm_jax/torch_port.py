@@ -165,7 +165,7 @@ class TorchRPSM(nn.Module):
                width: float = 1.0, adaption: str = "paper", adaption_units: int = 1024,
                temporal: str = "lstm", lstm_units: int = 1024, share_2d: bool = False,
                remat_trunk: bool = False, dtype: str = "float32",
-               channels_last: bool = False):
+               channels_last: bool = False, initializer: str = "he"):
     super().__init__()
     if dtype not in _DTYPES:
       raise ValueError(f"config.model.dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
@@ -173,6 +173,7 @@ class TorchRPSM(nn.Module):
     self.share_2d, self.remat_trunk = share_2d, remat_trunk
     self.dtype = _DTYPES[dtype]
     self.channels_last = channels_last
+    self.initializer = initializer
 
     self.trunk = Pose2DTrunk(width)
     shared_ch = self.trunk.out_channels
@@ -201,18 +202,29 @@ class TorchRPSM(nn.Module):
                adaption=model_config.adaption, adaption_units=model_config.adaption_units,
                temporal=model_config.temporal, lstm_units=model_config.lstm_units,
                share_2d=model_config.share_2d, remat_trunk=model_config.remat_trunk,
-               dtype=model_config.dtype, channels_last=channels_last)
+               dtype=model_config.dtype, channels_last=channels_last,
+               initializer=model_config.initializer)
 
   @torch.no_grad()
   def reset_parameters(self):
     """The Flax model's initialisers, so fresh models of both are drawn alike.
 
-    Conv/Linear: Xavier uniform, zero bias. LSTM: per gate, truncated LeCun normal input
-    kernels and orthogonal recurrent kernels, zero biases.
+    Conv/Linear followed by ReLU: He normal (initializer="he", truncated at 2 std as
+    Flax's) or Xavier uniform ("xavier"); pose read-outs: Xavier uniform; zero biases. LSTM: per
+    gate, truncated LeCun normal input kernels and orthogonal recurrent kernels, zero biases.
     """
+    if self.initializer not in ("he", "xavier"):
+      raise ValueError("config.model.initializer must be one of ('he', 'xavier'), "
+                       f"got {self.initializer!r}")
+    readouts = {id(m.pose) for m in self.modules() if isinstance(m, PoseRecurrent3D)}
     for m in self.modules():
       if isinstance(m, (nn.Conv2d, nn.Linear)):
-        nn.init.xavier_uniform_(m.weight)
+        if self.initializer == "he" and id(m) not in readouts:
+          fan_in = m.weight[0].numel()
+          std = math.sqrt(2.0 / fan_in) / .87962566103423978
+          nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std)
+        else:
+          nn.init.xavier_uniform_(m.weight)
         nn.init.zeros_(m.bias)
       elif isinstance(m, nn.LSTM):
         units = m.hidden_size

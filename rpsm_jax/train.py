@@ -7,6 +7,7 @@ metrics averaged with `lax.pmean`) when there are several. Multi-host runs start
 """
 
 import functools
+import json
 import os
 import time
 from typing import Any, Optional
@@ -16,6 +17,7 @@ from flax import jax_utils
 from flax.training import train_state
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from rpsm_jax import checkpoints
@@ -103,6 +105,23 @@ def create_train_state(config, model, tx, rng) -> TrainState:
   return TrainState.create(apply_fn=model.apply, params=params, tx=tx)
 
 
+def save_config(config, workdir: str) -> None:
+  """Writes <workdir>/config.json: what predict and --mode=eval of this run rebuild."""
+  path = os.path.join(workdir, "config.json")
+  with open(path + ".tmp", "w") as f:
+    f.write(config.to_json(indent=2))
+  os.replace(path + ".tmp", path)
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a training run saved in its workdir."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} is missing: is {workdir} a training workdir?")
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
 class NonFiniteError(FloatingPointError):
   pass
 
@@ -143,7 +162,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
   start = int(state.step)
   writer = metric_writers.MetricWriter(workdir, just_logging=jax.process_index() > 0)
   if start == 0:
-    writer.write_hparams(config.to_dict() if hasattr(config, "to_dict") else dict(config))
+    writer.write_hparams(config.to_dict())
+  if jax.process_index() == 0:
+    save_config(config, workdir)
   else:
     logging.info("Resuming from the checkpoint at step %d", start)
 

@@ -26,4 +26,5 @@ def create_model(model_config) -> RPSM:
       lstm_units=model_config.lstm_units,
       share_2d=model_config.share_2d,
       remat_trunk=model_config.remat_trunk,
+      initializer=model_config.initializer,
       dtype=_DTYPES[model_config.dtype])

@@ -5,7 +5,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from rpsm_jax.models.layers import ConvReLU, kernel_init, max_pool_2x2
+from rpsm_jax.models.layers import ConvReLU, max_pool_2x2, relu_init
 
 VARIANTS = ("paper", "official")
 
@@ -23,17 +23,22 @@ class FeatureAdaption(nn.Module):
   units: int = 1024
   variant: str = "paper"
   dtype: Any = jnp.float32
+  initializer: str = "he"
 
   @nn.compact
   def __call__(self, x):
+    def conv(kernel, stride, name):
+      return ConvReLU(self.channels, kernel, stride, self.dtype, self.initializer, name=name)
+
     if self.variant == "paper":
-      x = max_pool_2x2(ConvReLU(self.channels, 5, 2, self.dtype, name="conv1")(x), True)
-      x = max_pool_2x2(ConvReLU(self.channels, 5, 2, self.dtype, name="conv2")(x), True)
+      x = max_pool_2x2(conv(5, 2, "conv1")(x), True)
+      x = max_pool_2x2(conv(5, 2, "conv2")(x), True)
     elif self.variant == "official":
-      x = ConvReLU(self.channels, 5, 2, self.dtype, name="conv1")(x)
-      x = max_pool_2x2(ConvReLU(self.channels, 3, 1, self.dtype, name="conv2")(x), True)
+      x = conv(5, 2, "conv1")(x)
+      x = max_pool_2x2(conv(3, 1, "conv2")(x), True)
     else:
       raise ValueError(f"model.adaption must be one of {VARIANTS}, got {self.variant!r}")
     x = x.reshape(x.shape[0], -1)
-    x = nn.Dense(self.units, dtype=self.dtype, kernel_init=kernel_init, name="fc")(x)
+    x = nn.Dense(self.units, dtype=self.dtype, kernel_init=relu_init(self.initializer),
+                 name="fc")(x)
     return nn.relu(x)

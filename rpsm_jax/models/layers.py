@@ -5,8 +5,25 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-# The paper initialises with Xavier (the authors' Lua code leaves the framework default).
-kernel_init = nn.initializers.xavier_uniform()
+INITS = ("he", "xavier")
+# Linear read-outs (no ReLU after them) always use Xavier.
+output_init = nn.initializers.xavier_uniform()
+
+
+def relu_init(init: str):
+  """Kernel initialiser of a layer followed by ReLU.
+
+  "he" (default): He normal, variance 2 / fan_in, which keeps activations at scale through
+  the 19+ ReLU layers of a stage. "xavier": the paper's text; in this deep ReLU stack it
+  shrinks the signal by orders of magnitude before the first stage's output, which stalls
+  training from scratch (the authors started from a pretrained trunk; their Lua code left
+  Torch's default init).
+  """
+  if init == "he":
+    return nn.initializers.he_normal()
+  if init == "xavier":
+    return nn.initializers.xavier_uniform()
+  raise ValueError(f"config.model.initializer must be one of {INITS}, got {init!r}")
 
 
 def scaled(channels: int, width: float) -> int:
@@ -26,13 +43,14 @@ class ConvReLU(nn.Module):
   kernel: int = 3
   stride: int = 1
   dtype: Any = jnp.float32
+  initializer: str = "he"
 
   @nn.compact
   def __call__(self, x):
     pad = self.kernel // 2
     x = nn.Conv(self.features, (self.kernel, self.kernel), strides=self.stride,
                 padding=((pad, pad), (pad, pad)), dtype=self.dtype,
-                kernel_init=kernel_init, name="conv")(x)
+                kernel_init=relu_init(self.initializer), name="conv")(x)
     return nn.relu(x)
 
 

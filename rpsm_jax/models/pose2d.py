@@ -17,9 +17,12 @@ class StagePose2D(nn.Module):
   """
   features: int
   dtype: Any = jnp.float32
+  initializer: str = "he"
 
   @nn.compact
   def __call__(self, shared, previous: Optional[jnp.ndarray] = None):
     x = shared if previous is None else jnp.concatenate([shared, previous], axis=-1)
-    x = ConvReLU(self.features, dtype=self.dtype, name="conv1")(x)
-    return ConvReLU(self.features, dtype=self.dtype, name="conv2")(x)
+    x = ConvReLU(self.features, dtype=self.dtype, initializer=self.initializer,
+                 name="conv1")(x)
+    return ConvReLU(self.features, dtype=self.dtype, initializer=self.initializer,
+                    name="conv2")(x)

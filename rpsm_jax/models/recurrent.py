@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rpsm_jax.models.layers import kernel_init
+from rpsm_jax.models.layers import output_init, relu_init
 
 TEMPORAL = ("lstm", "dense")
 
@@ -28,6 +28,7 @@ class PoseRecurrent3D(nn.Module):
   units: int = 1024
   temporal: str = "lstm"
   dtype: Any = jnp.float32
+  initializer: str = "he"
 
   @nn.compact
   def __call__(self, x, carry: Optional[tuple] = None):
@@ -36,12 +37,12 @@ class PoseRecurrent3D(nn.Module):
         carry = zero_carry(x.shape[0], self.units)
       carry, h = _ScanLSTM(self.units, dtype=self.dtype, name="lstm")(carry, x)
     elif self.temporal == "dense":
-      h = nn.relu(nn.Dense(self.units, dtype=self.dtype, kernel_init=kernel_init,
-                           name="dense")(x))
+      h = nn.relu(nn.Dense(self.units, dtype=self.dtype,
+                           kernel_init=relu_init(self.initializer), name="dense")(x))
       carry = None
     else:
       raise ValueError(f"model.temporal must be one of {TEMPORAL}, got {self.temporal!r}")
-    out = nn.Dense(self.num_joints * 3, dtype=self.dtype, kernel_init=kernel_init,
+    out = nn.Dense(self.num_joints * 3, dtype=self.dtype, kernel_init=output_init,
                    name="pose")(h)
     return out, carry
 

@@ -34,6 +34,7 @@ class RPSM(nn.Module):
   share_2d: bool = False
   remat_trunk: bool = False
   dtype: Any = jnp.float32
+  initializer: str = "he"
 
   @nn.compact
   def __call__(self, frames, carries: Optional[Sequence[tuple]] = None,
@@ -53,26 +54,27 @@ class RPSM(nn.Module):
     b, t = frames.shape[:2]
     x = frames.reshape((b * t,) + frames.shape[2:]).astype(self.dtype)
     trunk = nn.remat(Pose2DTrunk) if self.remat_trunk else Pose2DTrunk
-    shared = trunk(self.width, self.dtype, name="trunk")(x)
+    shared = trunk(self.width, self.dtype, self.initializer, name="trunk")(x)
 
     features = scaled(128, self.width)
-    shared_2d = (StagePose2D(features, self.dtype, name="shared_pose2d")
-                 if self.share_2d else None)
+    shared_2d = (StagePose2D(features, self.dtype, self.initializer,
+                             name="shared_pose2d") if self.share_2d else None)
     feats_2d, pose, poses, new_carries = None, None, [], []
     for k in range(1, self.num_stages + 1):
       if shared_2d is not None:
         previous = jnp.zeros_like(shared) if feats_2d is None else feats_2d
         feats_2d = shared_2d(shared, previous)
       else:
-        feats_2d = StagePose2D(features, self.dtype, name=f"stage{k}_pose2d")(
-            shared, feats_2d)
+        feats_2d = StagePose2D(features, self.dtype, self.initializer,
+                               name=f"stage{k}_pose2d")(shared, feats_2d)
       adapted = FeatureAdaption(features, self.adaption_units, self.adaption, self.dtype,
-                                name=f"stage{k}_adaption")(feats_2d).reshape(b, t, -1)
+                                self.initializer, name=f"stage{k}_adaption")(feats_2d)
+      adapted = adapted.reshape(b, t, -1)
       inputs = adapted if pose is None else jnp.concatenate(
           [adapted, pose.astype(adapted.dtype)], axis=-1)
-      pose, carry = PoseRecurrent3D(self.num_joints, self.lstm_units, self.temporal,
-                                    self.dtype, name=f"stage{k}_recurrent")(
-                                        inputs, None if carries is None else carries[k - 1])
+      pose, carry = PoseRecurrent3D(
+          self.num_joints, self.lstm_units, self.temporal, self.dtype, self.initializer,
+          name=f"stage{k}_recurrent")(inputs, None if carries is None else carries[k - 1])
       poses.append(pose.reshape(b, t, self.num_joints, 3))
       new_carries.append(carry)
     out = jnp.stack(poses).astype(jnp.float32)

@@ -20,6 +20,7 @@ class Pose2DTrunk(nn.Module):
   """
   width: float = 1.0
   dtype: Any = jnp.float32
+  initializer: str = "he"
 
   @nn.compact
   def __call__(self, x):
@@ -28,5 +29,5 @@ class Pose2DTrunk(nn.Module):
         x = max_pool_2x2(x)
       for c, channels in enumerate(block):
         x = ConvReLU(scaled(channels, self.width), dtype=self.dtype,
-                     name=f"conv{b + 1}_{c + 1}")(x)
+                     initializer=self.initializer, name=f"conv{b + 1}_{c + 1}")(x)
     return x
