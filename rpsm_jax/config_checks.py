@@ -13,8 +13,11 @@ _DTYPES = ("float32", "bfloat16")
 _NONFINITE = ("stop", "skip")
 
 
-def check(config) -> None:
-  """Raises ValueError naming the first bad field of `config`."""
+def check(config, num_devices: int = 1) -> None:
+  """Raises ValueError naming every bad field of `config`.
+
+  `num_devices`: devices the global batch is split over (all hosts' devices).
+  """
   m = config.model
   problems = []
 
@@ -53,6 +56,8 @@ def check(config) -> None:
        f"got {o.schedule!r}")
   need(o.learning_rate > 0, f"config.optimizer.learning_rate must be > 0")
   need(config.batch_size >= 1, f"config.batch_size must be >= 1, got {config.batch_size}")
+  need(config.batch_size % num_devices == 0, f"config.batch_size={config.batch_size} "
+       f"does not split over {num_devices} devices")
   need(config.eval_batch_size >= 1, "config.eval_batch_size must be >= 1")
   need(config.num_train_steps >= 1, "config.num_train_steps must be >= 1")
   for field in ("log_every_steps", "eval_every_steps", "checkpoint_every_steps",

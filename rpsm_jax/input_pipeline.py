@@ -266,8 +266,9 @@ class ClipLoader:
   def __init__(self, source, index: SplitIndex, clips: np.ndarray, clip_mask: np.ndarray,
                norm: Normalization, *, input_size: int, batch_size: int, seed: int,
                shuffle: bool, augment: Optional[Any] = None, num_workers: int = 2,
-               shard: tuple[int, int] = (0, 1)):
+               shard: tuple[int, int] = (0, 1), name: str = ""):
     self.source, self.index, self.norm = source, index, norm
+    self.name = name or "clip loader"
     self.clips, self.clip_mask = clips, clip_mask
     self.input_size, self.batch_size = input_size, batch_size
     self.seed, self.shuffle = seed, shuffle
@@ -300,12 +301,23 @@ class ClipLoader:
              for e in np.unique(epochs)}
     return np.array([perms[e][o] for e, o in zip(epochs, offsets)])
 
+  def _describe(self, record: int) -> str:
+    i = self.index
+    return (f"{self.name}, record {record} (sequence "
+            f"{i.sequence_names[i.sequence[record]]!r}, frame {i.frame_index[record]})")
+
   def _frame(self, record: int, aug: Optional[tuple]):
-    ex = self.source[int(record)]
+    try:
+      ex = self.source[int(record)]
+    except Exception as e:  # a damaged record: say which one instead of a bare decode error
+      raise RuntimeError(f"could not read {self._describe(record)}: {e}") from e
     image, joints = np.asarray(ex["image"]), np.asarray(ex["pose_2d"], np.float32)
-    if image.ndim != 3 or image.shape[0] != image.shape[1]:
-      raise ValueError(f"record {record}: expected a square (S, S, 3) image, got "
+    if image.ndim != 3 or image.shape[0] != image.shape[1] or image.shape[2] != 3:
+      raise ValueError(f"{self._describe(record)}: expected a square (S, S, 3) image, got "
                        f"{image.shape}")
+    if joints.shape != (self.index.num_joints, 2) or not np.all(np.isfinite(joints)):
+      raise ValueError(f"{self._describe(record)}: pose_2d must be finite with shape "
+                       f"({self.index.num_joints}, 2), got {joints.shape}")
     scale, shift = aug if aug is not None else (1.0, (0.5, 0.5))
     return scale_and_crop(image, joints, self.input_size, scale, shift)
 
@@ -433,10 +445,13 @@ def create_pipeline(config, workdir: Optional[str] = None,
   train = ClipLoader(builder.as_data_source(split=config.dataset.train_split),
                      train_index, *train_clips, norm,
                      batch_size=config.batch_size, shuffle=True,
-                     augment=config.augment, shard=shard, **common)
+                     augment=config.augment, shard=shard,
+                     name=f"{builder.info.full_name} {config.dataset.train_split}", **common)
   evaluation = ClipLoader(builder.as_data_source(split=config.dataset.eval_split),
                           eval_index, *eval_clips, norm, batch_size=config.eval_batch_size,
-                          shuffle=False, **common)
+                          shuffle=False,
+                          name=f"{builder.info.full_name} {config.dataset.eval_split}",
+                          **common)
   return Pipeline(train, evaluation, norm, train_index, eval_index)
 
 

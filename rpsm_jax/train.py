@@ -9,6 +9,8 @@ metrics averaged with `lax.pmean`) when there are several. Multi-host runs start
 import functools
 import json
 import os
+import signal
+import threading
 import time
 from typing import Any, Optional
 
@@ -64,9 +66,13 @@ def pose_loss(poses, targets, mask, weights):
   return jnp.sum(weights * per_stage), per_stage
 
 
-def train_step(state: TrainState, batch, *, weights, axis_name: Optional[str] = None,
-               skip_nonfinite: bool = False):
-  """One optimiser step on one device's batch; returns (new_state, metrics)."""
+def train_step(state: TrainState, batch, *, weights, axis_name: Optional[str] = None):
+  """One optimiser step on one device's batch; returns (new_state, metrics).
+
+  A step whose loss or gradients are not finite leaves parameters and optimiser state
+  unchanged (only the step counter advances) and reports finite=0, so a NaN never reaches
+  a checkpoint; `config.nonfinite_policy` decides on the host whether training stops.
+  """
   frames = input_pipeline.model_input(batch["image"])
   mask = batch["mask"].astype(jnp.float32)
 
@@ -80,9 +86,8 @@ def train_step(state: TrainState, batch, *, weights, axis_name: Optional[str] = 
   grad_norm = jnp.sqrt(sum(jnp.sum(g ** 2) for g in jax.tree.leaves(grads)))
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
   new_state = state.apply_gradients(grads=grads)
-  if skip_nonfinite:  # keep the previous parameters and optimiser state, count the step
-    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state,
-                             state.replace(step=state.step + 1))
+  new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state,
+                           state.replace(step=state.step + 1))
   metrics = {"loss": loss, "grad_norm": grad_norm, "finite": finite.astype(jnp.float32)}
   metrics.update({f"loss_stage_{k + 1}": per_stage[k] for k in range(per_stage.shape[0])})
   return new_state, metrics
@@ -90,8 +95,7 @@ def train_step(state: TrainState, batch, *, weights, axis_name: Optional[str] = 
 
 def compile_train_step(config, num_devices: int):
   """jit (one device) or pmap (several) of `train_step`; the state is donated."""
-  kwargs = dict(weights=stage_weights(config),
-                skip_nonfinite=config.nonfinite_policy == "skip")
+  kwargs = dict(weights=stage_weights(config))
   if num_devices == 1:
     return jax.jit(functools.partial(train_step, **kwargs), donate_argnums=0)
   return jax.pmap(functools.partial(train_step, axis_name=AXIS, **kwargs),
@@ -132,9 +136,14 @@ def _mean_metrics(history: list[dict]) -> dict:
 
 
 def _check_finite(history: list[dict], first_step: int, policy: str) -> int:
-  """Raises on the first non-finite step when policy == 'stop'; returns the count."""
+  """Counts non-finite steps in `history` (metrics of steps first_step + 1, ...).
+
+  Raises NonFiniteError naming the first one when policy == 'stop'.
+  """
+  if not history:
+    return 0
   flags = [float(np.min(h["finite"])) for h in jax.device_get(history)]
-  bad = [first_step + i for i, f in enumerate(flags) if f < 1.0]
+  bad = [first_step + i + 1 for i, f in enumerate(flags) if f < 1.0]
   if bad and policy == "stop":
     raise NonFiniteError(
         f"non-finite loss or gradients at step {bad[0]} (of {len(bad)} in this interval); "
@@ -145,12 +154,13 @@ def _check_finite(history: list[dict], first_step: int, policy: str) -> int:
 
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains on the train split, evaluates periodically and at the end; returns the final
-  evaluation results (also written to <workdir>/eval/results.json)."""
-  config_checks.check(config)
+  evaluation results (also written to <workdir>/eval/results.json).
+
+  SIGTERM or SIGINT (preemption, Ctrl-C) ends the current step, saves a checkpoint there
+  and returns {"preempted": True, "step": n}; the next start resumes from it.
+  """
+  config_checks.check(config, jax.device_count())
   num_devices = jax.local_device_count()
-  if config.batch_size % jax.device_count():
-    raise ValueError(f"config.batch_size={config.batch_size} does not split over "
-                     f"{jax.device_count()} devices")
   os.makedirs(workdir, exist_ok=True)
   pipe = input_pipeline.create_pipeline(
       config, workdir, shard=(jax.process_index(), jax.process_count()))
@@ -161,12 +171,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
   state = manager.restore_latest(state)
   start = int(state.step)
   writer = metric_writers.MetricWriter(workdir, just_logging=jax.process_index() > 0)
-  if start == 0:
+  if start:
+    logging.info("Resuming from the checkpoint at step %d", start)
+  else:
     writer.write_hparams(config.to_dict())
   if jax.process_index() == 0:
     save_config(config, workdir)
-  else:
-    logging.info("Resuming from the checkpoint at step %d", start)
 
   step_fn = compile_train_step(config, num_devices)
   if num_devices > 1:
@@ -174,46 +184,97 @@ def train_and_evaluate(config, workdir: str) -> dict:
   total = config.num_train_steps
   report = progress.Progress(total, start, frames_per_step=config.batch_size
                              * config.clip_length)
-  history, interval_start, nonfinite = [], start, 0
-  results: dict[str, Any] = {}
+  # Per-step metrics since the last log (device arrays; fetched once per interval).
+  history, history_start, checked, nonfinite = [], start, 0, 0
+  last_stage = f"stage_{config.model.num_stages}"
+
+  def check_history():
+    """Counts non-finite steps not yet checked (raises under nonfinite_policy=stop)."""
+    nonlocal checked
+    count = _check_finite(history[checked:], history_start + checked,
+                          config.nonfinite_policy)
+    checked = len(history)
+    return count
+
   batches = pipe.train.iterate(start_step=start, num_steps=total)
-  try:
-    for step in range(start, total):
-      batch = next(batches)
-      batch = {k: batch[k] for k in _STEP_KEYS}
-      if num_devices > 1:
-        batch = input_pipeline.add_device_axis(batch, num_devices)
-      state, metrics = step_fn(state, batch)
-      if history:  # keep at most one step in flight: bounds queued batches and memory
-        jax.block_until_ready(history[-1])
-      history.append(metrics)
-      report.advance(step)
-      done = step + 1
-      if done % config.log_every_steps == 0 or done == total:
-        nonfinite += _check_finite(history, interval_start, config.nonfinite_policy)
-        scalars = _mean_metrics(history)
-        scalars.pop("finite")
-        scalars.update(report.rates(done), learning_rate=float(schedule(done - 1)),
-                       nonfinite_steps=nonfinite)
-        writer.write_scalars(done, scalars)
-        report.update(done, scalars["loss"])
-        history, interval_start = [], done
-      if done % config.eval_every_steps == 0 and done != total:
-        results = _evaluate(config, model, _unreplicate(state, num_devices), pipe,
-                            workdir, writer, done, final=False)
-        manager.save(done, _unreplicate(state, num_devices),
-                            metric=results["mpjpe_mm"][f"stage_{config.model.num_stages}"])
-      elif done % config.checkpoint_every_steps == 0:
-        manager.save(done, _unreplicate(state, num_devices))
-  finally:
-    report.close()
+  with _StopOnSignals() as stop:
+    try:
+      for step in range(start, total):
+        batch = next(batches)
+        batch = {k: batch[k] for k in _STEP_KEYS}
+        if num_devices > 1:
+          batch = input_pipeline.add_device_axis(batch, num_devices)
+        state, metrics = step_fn(state, batch)
+        if history:  # keep at most one step in flight: bounds queued batches and memory
+          jax.block_until_ready(history[-1])
+        history.append(metrics)
+        done = step + 1
+        report.advance(done)
+        if done % config.log_every_steps == 0 or done == total or stop.requested:
+          nonfinite += check_history()
+          scalars = _mean_metrics(history)
+          scalars.pop("finite")
+          scalars.update(report.rates(done), learning_rate=float(schedule(done - 1)),
+                         nonfinite_steps=nonfinite)
+          writer.write_scalars(done, scalars)
+          report.update(done, scalars["loss"])
+          history, history_start, checked = [], done, 0
+        if stop.requested:
+          nonfinite += check_history()
+          manager.save(done, _unreplicate(state, num_devices))
+          logging.warning("Received %s: saved the checkpoint at step %d; exiting. The next "
+                          "start resumes there.", stop.signal_name, done)
+          manager.close()
+          writer.close()
+          return {"preempted": True, "step": done}
+        if done % config.eval_every_steps == 0 and done != total:
+          nonfinite += check_history()
+          results = _evaluate(config, model, _unreplicate(state, num_devices), pipe,
+                              workdir, writer, done, final=False)
+          manager.save(done, _unreplicate(state, num_devices),
+                       metric=results["mpjpe_mm"][last_stage])
+        elif done % config.checkpoint_every_steps == 0:
+          nonfinite += check_history()
+          manager.save(done, _unreplicate(state, num_devices))
+    finally:
+      report.close()
+      batches.close()
   host_state = _unreplicate(state, num_devices)
   results = _evaluate(config, model, host_state, pipe, workdir, writer, total, final=True)
-  manager.save(total, host_state,
-               metric=results["mpjpe_mm"][f"stage_{config.model.num_stages}"])
+  manager.save(total, host_state, metric=results["mpjpe_mm"][last_stage])
   manager.close()
   writer.close()
   return results
+
+
+class _StopOnSignals:
+  """Turns SIGTERM / SIGINT into a request the training loop honours after its step.
+
+  A second signal of the same kind restores the default behaviour (so a repeated Ctrl-C
+  still kills a stuck process). Only installed from the main thread.
+  """
+
+  def __init__(self):
+    self.requested = False
+    self.signal_name = ""
+    self._previous = {}
+
+  def _handle(self, signum, frame):
+    del frame
+    self.requested = True
+    self.signal_name = signal.Signals(signum).name
+    signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for signum in (signal.SIGTERM, signal.SIGINT):
+        self._previous[signum] = signal.signal(signum, self._handle)
+    return self
+
+  def __exit__(self, *exc):
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
+    return False
 
 
 def _unreplicate(state, num_devices):
