@@ -24,9 +24,10 @@ Boxes file, one row per input frame (the first N rows with --max_frames):
   .npy   a float array of shape (N, 4)
 
 Outputs in --output:
-  poses.npz   poses_mm (F, K, P, 3) float32, stages (K,), crop_boxes (F, 4), person_boxes
-              (F, 4) (NaN without --boxes), frame_index (F,), joint_names (P,), parents (P,),
-              checkpoint_step
+  poses.npz   poses_mm (F, K', P, 3) float32 for the F frames and the K' stages written
+              (all K, or the last with --stages=last), stages (K',) 1-based, crop_boxes
+              (F, 4), person_boxes (F, 4) (NaN without --boxes), frame_index (F,),
+              joint_names (P,), parents (P,), checkpoint_step
   poses.json  metadata (units, coordinates, joint names in order, crop, checkpoint, ...)
               and, per frame, the crop box and each stage's pose
   poses.mp4   (or poses.gif) the input frame with its crop beside the 3D skeleton of each
