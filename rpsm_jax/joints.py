@@ -24,6 +24,16 @@ HUMANEVA_JOINTS = (
     "RAnkle", "LHip", "LKnee", "LAnkle", "HeadTop", "Neck",
 )
 HUMANEVA_PARENTS = (13, 0, 1, 13, 3, 4, 13, 6, 7, 13, 9, 10, 13, -1)
+# The paper's three HumanEva-I actions (the release spells them Walking, Jog, Box).
+HUMANEVA_ACTIONS = ("Walking", "Jogging", "Boxing")
+
+# MPII Human Pose, 16 joints in the order of the dataset's annotations (and of the JSON files
+# of the HRNet / simple-baselines code): the 2D pretraining data of the trunk.
+MPII_JOINTS = (
+    "RAnkle", "RKnee", "RHip", "LHip", "LKnee", "LAnkle", "Pelvis", "Thorax", "UpperNeck",
+    "HeadTop", "RWrist", "RElbow", "RShoulder", "LShoulder", "LElbow", "LWrist",
+)
+MPII_PARENTS = (1, 2, 6, 6, 3, 4, -1, 6, 7, 8, 11, 12, 7, 7, 13, 14)
 
 
 def is_left(name: str) -> bool:
