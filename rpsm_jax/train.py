@@ -30,6 +30,7 @@ from rpsm_jax import metric_writers
 from rpsm_jax import models
 from rpsm_jax import optim
 from rpsm_jax import progress
+from rpsm_jax import visualize
 
 AXIS = "devices"
 _STEP_KEYS = ("image", "pose_3d", "mask")   # what the train step needs from a batch
@@ -241,6 +242,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
       batches.close()
   host_state = _unreplicate(state, num_devices)
   results = _evaluate(config, model, host_state, pipe, workdir, writer, total, final=True)
+  if jax.process_index() == 0:
+    visualize.plot_eval_clips(model, host_state.params, pipe.eval, pipe.norm,
+                              os.path.join(workdir, "eval", "clips.png"))
   manager.save(total, host_state, metric=results["mpjpe_mm"][last_stage])
   manager.close()
   writer.close()
