@@ -26,8 +26,6 @@ from collections.abc import Mapping
 import cv2
 import numpy as np
 
-from rpsm_jax import joints
-
 CAMERAS = ("C1", "C2", "C3")  # The colour cameras; BW1-BW4 are greyscale.
 SPLITS = ("Train", "Validate")
 POSES_3D_FILE = "data_3d_humaneva15.npz"
