@@ -45,6 +45,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.share_2d = False               # one set of 2D layers for all stages
   config.model.remat_trunk = False
   config.model.dtype = "float32"              # compute dtype: float32 | bfloat16
+  # Trunk start: "" (random), "vgg19:<torchvision VGG-19 state_dict file>" (conv1_1 to
+  # conv4_2) or "checkpoint:<workdir>" (the trunk of another run); optionally frozen, as
+  # the authors' released recipe froze their pretrained trunk.
+  config.model.trunk_init = ""
+  config.model.freeze_trunk = False
   config.model.initializer = "he"             # he | xavier (paper text; see models/layers)
 
   config.loss_stage_weights = ()              # alpha_k; () = 1 for every stage

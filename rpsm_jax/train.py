@@ -29,6 +29,7 @@ from rpsm_jax import input_pipeline
 from rpsm_jax import metric_writers
 from rpsm_jax import models
 from rpsm_jax import optim
+from rpsm_jax import pretrained
 from rpsm_jax import progress
 from rpsm_jax import visualize
 
@@ -104,9 +105,12 @@ def compile_train_step(config, num_devices: int):
 
 
 def create_train_state(config, model, tx, rng) -> TrainState:
+  """Randomly initialised state; `config.model.freeze_trunk` gives the trunk no updates."""
   size = config.model.input_size
   frames = jnp.zeros((1, config.clip_length, size, size, 3), jnp.float32)
   params = jax.jit(model.init)(rng, frames)["params"]
+  if config.model.freeze_trunk:
+    tx = pretrained.freeze_trunk(tx)
   return TrainState.create(apply_fn=model.apply, params=params, tx=tx)
 
 
@@ -171,6 +175,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
   manager = checkpoints.Checkpoints(workdir, config.keep_checkpoints)
   state = manager.restore_latest(state)
   start = int(state.step)
+  if not start and config.model.trunk_init:  # a fresh run starts from pretrained layers
+    state = state.replace(params=pretrained.initialize_trunk(config.model.trunk_init,
+                                                             state.params))
   writer = metric_writers.MetricWriter(workdir, just_logging=jax.process_index() > 0)
   if start:
     logging.info("Resuming from the checkpoint at step %d", start)
