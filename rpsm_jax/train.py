@@ -244,6 +244,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
         elif done % config.checkpoint_every_steps == 0:
           nonfinite += check_history()
           manager.save(done, _unreplicate(state, num_devices))
+    except BaseException:
+      # Finish writing checkpoints already started: a crash never loses the last one.
+      manager.close()
+      writer.close()
+      raise
     finally:
       report.close()
       batches.close()
