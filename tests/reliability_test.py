@@ -64,7 +64,7 @@ def test_sigterm_saves_then_resume_matches_uninterrupted(tiny_data_dir, referenc
 def test_kill_resume_script(tiny_data_dir, tmp_path):
   out = subprocess.run(
       [sys.executable, "-m", "rpsm_jax.kill_resume", "--config=configs/synthetic_tiny.py",
-       f"--workdir={tmp_path}", "--kills=2", "--seed=3", "--",
+       f"--workdir={tmp_path}", "--kills=1", "--seed=3", "--",
        f"--config.dataset.data_dir={tiny_data_dir}", "--config.num_train_steps=8",
        "--config.checkpoint_every_steps=2", "--config.eval_every_steps=100"],
       cwd=ROOT, capture_output=True, text=True, timeout=1200)
