@@ -72,5 +72,21 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_batch_size = 8                  # clips per evaluation batch
   config.eval_max_clips = 0                   # periodic evals: 0 = every clip; the final
                                               # evaluation always scores every clip
+  # --mode=pretrain2d: the trunk on MPII heatmaps (data/mpii_2d); uses config.model's
+  # width, input size and dtype, config.augment, config.seed and the logging intervals.
+  config.pretrain2d = ml_collections.ConfigDict()
+  config.pretrain2d.dataset = ml_collections.ConfigDict()
+  config.pretrain2d.dataset.name = "mpii_2d"
+  config.pretrain2d.dataset.builder_config = ""
+  config.pretrain2d.dataset.data_dir = ""
+  config.pretrain2d.dataset.manual_dir = ""
+  config.pretrain2d.dataset.build_if_missing = False
+  config.pretrain2d.dataset.train_split = "train"
+  config.pretrain2d.dataset.eval_split = "validation"
+  config.pretrain2d.batch_size = 16
+  config.pretrain2d.num_train_steps = 100_000
+  config.pretrain2d.sigma = 7.0               # heatmap Gaussian, input pixels (CPM)
+  config.pretrain2d.optimizer = ml_collections.ConfigDict(
+      dict(config.optimizer.to_dict(), learning_rate=1e-4, weight_decay=5e-4))
   config.nonfinite_policy = "stop"            # NaN/Inf loss or gradients: stop | skip
   return config

@@ -15,14 +15,15 @@ import rpsm_jax  # noqa: F401  (sets XLA:CPU options before JAX starts)
 import jax
 
 FLAGS = flags.FLAGS
-_MODES = ("train", "eval", "summary")
+_MODES = ("train", "eval", "summary", "pretrain2d")
 
 config_flags.DEFINE_config_file(
     "config", None, "Training configuration (a configs/*.py file).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
 flags.DEFINE_enum("mode", "train", _MODES,
                   "train: train, then evaluate; eval: evaluate a checkpoint; "
-                  "summary: print parameters and GFLOPs and exit.")
+                  "summary: print parameters and GFLOPs and exit; pretrain2d: pretrain "
+                  "the trunk on 2D joint heatmaps (config.pretrain2d).")
 flags.DEFINE_integer("checkpoint_step", None,
                      "--mode=eval: the checkpoint step to evaluate (default: latest).")
 flags.mark_flags_as_required(["config"])
@@ -51,7 +52,10 @@ def main(argv):
   train.initialize_distributed()
   logging.info("JAX process %d / %d, local devices %s", jax.process_index(),
                jax.process_count(), jax.local_devices())
-  if FLAGS.mode == "train":
+  if FLAGS.mode == "pretrain2d":
+    from rpsm_jax import pretrain2d  # pylint: disable=g-import-not-at-top
+    pretrain2d.pretrain(config, FLAGS.workdir)
+  elif FLAGS.mode == "train":
     train.train_and_evaluate(config, FLAGS.workdir)
   else:
     train.evaluate_checkpoint(config, FLAGS.workdir, FLAGS.checkpoint_step)

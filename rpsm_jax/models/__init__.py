@@ -8,13 +8,13 @@ from rpsm_jax.models.recurrent import PoseRecurrent3D, zero_carry
 from rpsm_jax.models.rpsm import RPSM
 from rpsm_jax.models.trunk import Pose2DTrunk
 
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def create_model(model_config) -> RPSM:
   """Builds the RPSM from `config.model` (see configs/default.py)."""
-  if model_config.dtype not in _DTYPES:
-    raise ValueError(f"config.model.dtype must be one of {sorted(_DTYPES)}, "
+  if model_config.dtype not in DTYPES:
+    raise ValueError(f"config.model.dtype must be one of {sorted(DTYPES)}, "
                      f"got {model_config.dtype!r}")
   return RPSM(
       num_stages=model_config.num_stages,
@@ -27,4 +27,4 @@ def create_model(model_config) -> RPSM:
       share_2d=model_config.share_2d,
       remat_trunk=model_config.remat_trunk,
       initializer=model_config.initializer,
-      dtype=_DTYPES[model_config.dtype])
+      dtype=DTYPES[model_config.dtype])
