@@ -15,14 +15,14 @@ def get_config():
 
   config.frame_step = 1              # synthetic frames are already 0.1 s apart
 
-  config.model.input_size = 96
+  config.model.input_size = 80       # crops stored at 128 px, fed at 80
   config.model.width = 0.25          # 16..128 channels instead of 64..512
   config.model.adaption = "official"  # keeps a 3x3 spatial map at this input size
   config.model.adaption_units = 256
   config.model.lstm_units = 256
 
   config.optimizer.name = "adam_l2"
-  config.optimizer.learning_rate = 1e-3
+  config.optimizer.learning_rate = 2e-3
   config.optimizer.schedule = "warmup_cosine"
   config.optimizer.warmup_steps = 50
   config.optimizer.end_learning_rate_factor = 0.05
@@ -30,7 +30,7 @@ def get_config():
   config.batch_size = 8
   config.num_train_steps = 1500
   config.log_every_steps = 50
-  config.eval_every_steps = 500
+  config.eval_every_steps = 500      # periodic evaluations on eval_max_clips clips
   config.checkpoint_every_steps = 250
   config.eval_batch_size = 16
   config.eval_max_clips = 128
