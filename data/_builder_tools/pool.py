@@ -1,9 +1,9 @@
 """Runs a generator function over tasks in worker processes, read back in task order.
 
-The builder writes one shard per sequence, in order, while workers prepare the next
-sequences. Workers stream items back in chunks; the parent holds only the chunks of
-tasks it has not reached yet, and hands out at most `window` tasks ahead of the one
-being read, so memory stays bounded (about `window` sequences).
+A builder writes one shard per task (a sequence, a run of persons), in order, while
+workers prepare the next ones. Workers stream items back in chunks; the parent holds
+only the chunks of tasks it has not reached yet, and hands out at most `window` tasks
+ahead of the one being read, so memory stays bounded (about `window` tasks).
 """
 
 import contextlib
@@ -59,21 +59,23 @@ def _worker(fn, tasks, results, chunk_size):
 
 
 @contextlib.contextmanager
-def _importable(fn):
-  """Puts the root of `fn`'s module on sys.path while workers start.
+def importable(*fns):
+  """Puts the root of each of `fns`' modules on sys.path while workers start.
 
   `tfds build` imports a builder with its folder's parent on sys.path only during the
-  import; spawned workers copy sys.path and import `fn`'s module by its name.
+  import; spawned workers copy sys.path and import each function's module by its name.
   """
-  path = pathlib.Path(sys.modules[fn.__module__].__file__).resolve()
-  root = str(path.parents[fn.__module__.count(".")])
-  added = root not in sys.path
-  if added:
-    sys.path.insert(0, root)
+  added = []
+  for fn in fns:
+    path = pathlib.Path(sys.modules[fn.__module__].__file__).resolve()
+    root = str(path.parents[fn.__module__.count(".")])
+    if root not in sys.path:
+      sys.path.insert(0, root)
+      added.append(root)
   try:
     yield
   finally:
-    if added:
+    for root in added:
       sys.path.remove(root)
 
 
@@ -121,13 +123,15 @@ class OrderedPool:
     context = multiprocessing.get_context("spawn")
     self._task_queue = context.Queue()
     self._results = context.Queue(maxsize=2 * self._num_workers)
+    # 'h36m_clips_worker_0' for fn = [data.]h36m_clips.examples.task_examples.
+    prefix = self._fn.__module__.split(".")[-2:][0]
     self._workers = [
-        context.Process(target=_worker, daemon=True, name=f"h36m_clips_worker_{i}",
+        context.Process(target=_worker, daemon=True, name=f"{prefix}_worker_{i}",
                         args=(self._fn, self._task_queue, self._results,
                               self._chunk_size))
         for i in range(self._num_workers)
     ]
-    with _importable(self._fn):
+    with importable(self._fn, _worker):
       for worker in self._workers:
         worker.start()
 

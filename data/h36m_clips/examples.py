@@ -8,14 +8,17 @@ import dataclasses
 from collections.abc import Generator, Mapping
 
 from absl import logging
-import cv2
 import numpy as np
 
 from rpsm_jax import joints
 
 from . import cameras
-from . import crops
 from . import release
+
+try:
+  from data._builder_tools import crops
+except ImportError:  # Imported by `tfds build` with data/, not the repository, on sys.path.
+  from _builder_tools import crops
 
 _FROM_32 = np.asarray(joints.H36M_FROM_32)
 
@@ -156,16 +159,11 @@ def sequence_examples(
       if box is None:
         box = crops.box_from_points(projected[next_kept], options.box_margin)
         report.box_fallback_frames += 1
-      crop_box = crops.square_crop_box(box)
-      image = crops.crop_and_resize(frame, crop_box, size)
-      ok, jpeg = cv2.imencode(".jpg", image,
-                              [cv2.IMWRITE_JPEG_QUALITY, options.jpeg_quality])
-      if not ok:
-        raise RuntimeError(f"JPEG encoding failed for {sequence.sequence_id}/{index}")
-      scale = size / float(crop_box[2] - crop_box[0])
+      jpeg, crop_box, scale = crops.jpeg_crop(frame, box, size, options.jpeg_quality,
+                                              f"{sequence.sequence_id}/{index}")
       pose_2d = (projected[next_kept, _FROM_32] - crop_box[:2]) * scale
       yield index, {
-          "image": jpeg.tobytes(),
+          "image": jpeg,
           "pose_3d": pose_3d[index, _FROM_32].astype(np.float32),
           "pose_2d": pose_2d.astype(np.float32),
           "box": box.astype(np.float32),

@@ -9,13 +9,10 @@ array_record by default and needs no TensorFlow to build or read.
 
 import collections
 import dataclasses
-import os
 import pathlib
-import time
 from collections.abc import Mapping
 
 from absl import logging
-from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -23,8 +20,12 @@ from rpsm_jax import joints
 
 from . import cameras as cameras_lib
 from . import examples
-from . import pool
 from . import release
+
+try:
+  from data._builder_tools import builders
+except ImportError:  # Imported by `tfds build` with data/, not the repository, on sys.path.
+  from _builder_tools import builders
 
 _NUM_JOINTS = len(joints.H36M_JOINTS)
 # Overrides the config's number of worker processes (0: generate in-process).
@@ -67,7 +68,7 @@ def _config(name: str, description: str, **kwargs) -> H36mClipsConfig:
   return H36mClipsConfig(name=name, description=description, **kwargs)
 
 
-class Builder(tfds.core.ShardBasedBuilder):
+class Builder(builders.BuilderMixin, tfds.core.ShardBasedBuilder):
   """Human3.6M frames for RPSM: one example per kept frame and camera."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -99,59 +100,22 @@ class Builder(tfds.core.ShardBasedBuilder):
   ]
   DEFAULT_BUILDER_CONFIG_NAME = "crop368_step5"
 
-  def __init__(self, *, file_format=None, **kwargs):
-    # array_record unless asked otherwise: random access, and unlike tfrecord it
-    # needs no TensorFlow to write or read.
-    super().__init__(file_format=file_format or tfds.core.FileFormat.ARRAY_RECORD,
-                     **kwargs)
-
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path:
-    # tfds 4.9.10 looks this up through the `importlib_resources` backport, absent on
-    # Python >= 3.9, and fails for any builder inside a package.
-    return epath.Path(__file__)
-
   def _info(self) -> tfds.core.DatasetInfo:
-    s = self.builder_config.image_size
-
-    def tensor(shape, dtype, doc):
-      return tfds.features.Tensor(shape=shape, dtype=dtype, doc=doc)
-
     return self.dataset_info_from_configs(
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(
-                shape=(s, s, 3), encoding_format="jpeg",
-                doc="RGB square crop around the person (crop_box), S x S."),
-            "pose_3d": tensor((_NUM_JOINTS, 3), np.float32,
-                              "17 joints (joints.H36M_JOINTS), camera coordinates "
-                              "(x right, y down, z forward), mm, not root-relative."),
-            "pose_2d": tensor((_NUM_JOINTS, 2), np.float32,
-                              "pose_3d projected with the camera's distortion model, "
-                              "pixels of the stored S x S crop."),
-            "box": tensor((4,), np.float32,
-                          "Person box [x0, y0, x1, y1], full-image pixels: the "
-                          "ground-truth mask's extent, or projected joints plus a "
-                          "margin where the mask is missing."),
-            "crop_box": tensor((4,), np.float32,
-                               "Square crop [x0, y0, x1, y1], full-image pixels; "
-                               "may extend beyond the image (zero padded)."),
-            "camera": tfds.features.FeaturesDict({
-                "name": tfds.features.Text(doc="Camera serial."),
-                "f": tensor((2,), np.float32, "Focal lengths, pixels."),
-                "c": tensor((2,), np.float32, "Principal point, pixels."),
-                "k": tensor((3,), np.float32, "Radial distortion k1..k3."),
-                "p": tensor((2,), np.float32,
-                            "Tangential distortion p1, p2 (devkit order)."),
-                "image_size": tensor((2,), np.int32,
-                                     "Full image [width, height], pixels."),
-            }),
-            "subject": tfds.features.Text(),
-            "action": tfds.features.Text(doc="Canonical action (H36M_ACTIONS)."),
-            "sequence_id": tfds.features.Text(
-                doc="'<subject>/<release action>/<camera>', e.g. "
-                "'S1/Directions 1/54138969'."),
-            "frame_index": tensor((), np.int32, "Frame in the raw 50 fps sequence."),
+        features=builders.frame_features(self.builder_config.image_size, _NUM_JOINTS, {
+            "pose_3d": "17 joints (joints.H36M_JOINTS), camera coordinates (x right, y "
+                       "down, z forward), mm, not root-relative.",
+            "pose_2d": "pose_3d projected with the camera's distortion model, pixels of "
+                       "the stored S x S crop.",
+            "box": "Person box [x0, y0, x1, y1], full-image pixels: the ground-truth "
+                   "mask's extent, or projected joints plus a margin where the mask is "
+                   "missing.",
+            "camera/name": "Camera serial.",
+            "camera/p": "Tangential distortion p1, p2 (devkit order).",
+            "action": "Canonical action (H36M_ACTIONS).",
+            "sequence_id": "'<subject>/<release action>/<camera>', e.g. "
+                           "'S1/Directions 1/54138969'.",
+            "frame_index": "Frame in the raw 50 fps sequence.",
         }),
         supervised_keys=None,
         disable_shuffling=True,  # Frames in sequence order; readers shuffle.
@@ -161,19 +125,11 @@ class Builder(tfds.core.ShardBasedBuilder):
 
   def _options(self) -> examples.Options:
     cfg = self.builder_config
-    if cfg.image_size < 1 or cfg.frame_step < 1 or not 0 <= cfg.jpeg_quality <= 100:
-      raise ValueError(f"h36m_clips config {cfg.name!r}: image_size "
-                       f"({cfg.image_size}) and frame_step ({cfg.frame_step}) must be "
-                       f">= 1, jpeg_quality ({cfg.jpeg_quality}) in [0, 100]")
+    builders.check_clip_config("h36m_clips", cfg)
     return examples.Options(
         image_size=cfg.image_size, frame_step=cfg.frame_step,
         jpeg_quality=cfg.jpeg_quality, box_margin=cfg.box_margin,
         cameras=dict(cfg.cameras or cameras_lib.H36M_CAMERAS))
-
-  def _num_workers(self) -> int:
-    if _WORKERS_ENV in os.environ:
-      return int(os.environ[_WORKERS_ENV])
-    return self.builder_config.num_workers or len(os.sched_getaffinity(0))
 
   def _shard_iterators_per_split(self, dl_manager: tfds.download.DownloadManager):
     """One shard per sequence; checks every required file before writing any."""
@@ -196,40 +152,29 @@ class Builder(tfds.core.ShardBasedBuilder):
 
   def _shards(self, sequences: dict[str, list[release.Sequence]],
               options: examples.Options):
-    """Shard generator functions per split, one per sequence.
-
-    TFDS runs them one after the other, split by split; one pool of workers serves
-    all splits, preparing the next sequences while TFDS writes the current one.
-    """
+    """Shard generator functions per split, one per sequence, from one worker pool."""
     order = [(split, seq) for split, seqs in sequences.items() for seq in seqs]
-    workers = pool.OrderedPool(examples.task_examples,
-                               [(seq, options) for _, seq in order],
-                               self._num_workers())
     reports = {split: [] for split in sequences}
-    start = time.monotonic()
 
-    def shard(index):
+    def read(index, items):
+      return builders.keyed(order[index][1].sequence_id, items)
+
+    def after(index, report, elapsed):
       split, sequence = order[index]
-      try:
-        report = yield from _keyed(sequence, workers.results(index))
-      except BaseException:
-        workers.close()
-        raise
       reports[split].append(report)
-      elapsed = time.monotonic() - start
       logging.info("h36m_clips: %d/%d sequences (%s, %d frames), %.0f min, "
                    "%.0f min left", index + 1, len(order), sequence.sequence_id,
                    report.num_examples, elapsed / 60,
                    elapsed / (index + 1) * (len(order) - index - 1) / 60)
-      if index == len(order) - 1:
-        workers.close()
-        for name, split_reports in reports.items():  # Last in the build log.
-          self._summarize(name, split_reports)
 
-    shards = {split: [] for split in sequences}
-    for index, (split, _) in enumerate(order):
-      shards[split].append(lambda index=index: shard(index))
-    return shards
+    def finish():
+      for name, split_reports in reports.items():  # Last in the build log.
+        self._summarize(name, split_reports)
+
+    workers = builders.num_workers(_WORKERS_ENV, self.builder_config.num_workers)
+    return builders.pooled_shards(
+        examples.task_examples, [(split, (seq, options)) for split, seq in order],
+        sequences, workers, read, after, finish)
 
   def _summarize(self, split: str, reports: list[examples.Report]) -> None:
     """Logs what was substituted or cross-checked and stores it in the metadata."""
@@ -271,13 +216,3 @@ class Builder(tfds.core.ShardBasedBuilder):
           "poses (expected < %.0f px): are the camera intrinsics right?", split,
           summary["pose_2d_mean_error_px"], _MAX_POSE_2D_ERROR_PX)
 
-
-def _keyed(sequence: release.Sequence, items):
-  """(frame index, example) -> ('<sequence_id>/<frame index>', example); keeps the
-  generator's return value."""
-  while True:
-    try:
-      index, example = next(items)
-    except StopIteration as stop:
-      return stop.value
-    yield f"{sequence.sequence_id}/{index:06d}", example

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from data._builder_tools import crops
 from rpsm_jax import joints
 
 from . import cameras
-from . import crops
 from . import examples
 from . import h36m_clips_dataset_builder as builder_lib
 from . import release
@@ -419,14 +419,14 @@ def test_failed_build_leaves_no_dataset(tmp_path, monkeypatch):
 def _build_and_die(manual_dir, data_dir):
   """In a child process: builds, and exits abruptly (like a kill) mid-split."""
   os.environ[builder_lib._WORKERS_ENV] = "0"  # pylint: disable=protected-access
-  keyed = builder_lib._keyed  # pylint: disable=protected-access
+  keyed = builder_lib.builders.keyed
 
-  def die_on_second_sequence(sequence, items):
-    if sequence.camera == "55011271":
+  def die_on_second_sequence(sequence_id, items):
+    if sequence_id.endswith("/55011271"):
       os._exit(3)  # pylint: disable=protected-access
-    return (yield from keyed(sequence, items))
+    return (yield from keyed(sequence_id, items))
 
-  builder_lib._keyed = die_on_second_sequence  # pylint: disable=protected-access
+  builder_lib.builders.keyed = die_on_second_sequence
   _prepare(_builder(data_dir, train_subjects=("S1",), test_subjects=("S9",)),
            manual_dir)
 

@@ -20,6 +20,11 @@ import numpy as np
 
 from rpsm_jax import joints
 
+try:
+  from data._builder_tools import video
+except ImportError:  # Imported by `tfds build` with data/, not the repository, on sys.path.
+  from _builder_tools import video
+
 CAMERA_SERIALS = ("54138969", "55011271", "58860488", "60457274")
 NUM_RAW_JOINTS = 32
 
@@ -193,12 +198,7 @@ def read_poses(path: pathlib.Path, width: int) -> np.ndarray:
 
 def open_video(path: pathlib.Path) -> cv2.VideoCapture:
   """Opens a video for streaming; raises ReleaseError naming it if it cannot."""
-  if not path.is_file():
-    raise ReleaseError(f"missing video {path}")
-  capture = cv2.VideoCapture(str(path))
-  if not capture.isOpened():
-    raise ReleaseError(f"{path}: cannot open video (truncated or unreadable?)")
-  return capture
+  return video.open_video(path, ReleaseError)
 
 
 def check_sequence(sequence: Sequence) -> int:

@@ -7,11 +7,14 @@ one decoded frame at a time.
 import dataclasses
 from collections.abc import Generator
 
-import cv2
 import numpy as np
 
 from . import release
-from ._shared import crops
+
+try:
+  from data._builder_tools import crops
+except ImportError:  # Imported by `tfds build` with data/, not the repository, on sys.path.
+  from _builder_tools import crops
 
 _FROM_15 = list(release.FROM_VP3D_15)
 # Bouguet's pixel [0, 0] is the centre of the top-left pixel; ours is its corner.
@@ -108,15 +111,10 @@ def sequence_examples(
       outside += int(np.sum((points < 0).any(-1) | (points[:, 0] > width)
                             | (points[:, 1] > height)))
       box = crops.box_from_points(points, options.box_margin)
-      crop_box = crops.square_crop_box(box)
-      image = crops.crop_and_resize(frame, crop_box, size)  # BGR, as imencode wants.
-      ok, jpeg = cv2.imencode(".jpg", image,
-                              [cv2.IMWRITE_JPEG_QUALITY, options.jpeg_quality])
-      if not ok:
-        raise RuntimeError(f"JPEG encoding failed for {sequence.sequence_id}")
-      scale = size / float(crop_box[2] - crop_box[0])
+      jpeg, crop_box, scale = crops.jpeg_crop(frame, box, size, options.jpeg_quality,
+                                              sequence.sequence_id)
       yield frame_number, {
-          "image": jpeg.tobytes(),
+          "image": jpeg,
           "pose_3d": pose_cam[offset, _FROM_15].astype(np.float32),
           "pose_2d": ((points[_FROM_15] - crop_box[:2]) * scale).astype(np.float32),
           "box": box.astype(np.float32),

@@ -10,13 +10,10 @@ the release's videos and calibration plus VideoPose3D's 3D joints in the manual 
 """
 
 import dataclasses
-import os
 import pathlib
-import time
 from collections.abc import Mapping
 
 from absl import logging
-from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -24,7 +21,11 @@ from rpsm_jax import joints
 
 from . import examples
 from . import release
-from ._shared import pool
+
+try:
+  from data._builder_tools import builders
+except ImportError:  # Imported by `tfds build` with data/, not the repository, on sys.path.
+  from _builder_tools import builders
 
 _NUM_JOINTS = len(joints.HUMANEVA_JOINTS)
 # Overrides the config's number of worker processes (0: generate in-process).
@@ -74,7 +75,7 @@ def _config(name: str, description: str, **kwargs) -> HumanEvaClipsConfig:
   return HumanEvaClipsConfig(name=name, description=description, **kwargs)
 
 
-class Builder(tfds.core.ShardBasedBuilder):
+class Builder(builders.BuilderMixin, tfds.core.ShardBasedBuilder):
   """HumanEva-I frames for RPSM: one example per kept frame and colour camera."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -102,59 +103,22 @@ class Builder(tfds.core.ShardBasedBuilder):
   ]
   DEFAULT_BUILDER_CONFIG_NAME = "crop368_step1"
 
-  def __init__(self, *, file_format=None, **kwargs):
-    # array_record: random access, and no TensorFlow to write or read it.
-    super().__init__(file_format=file_format or tfds.core.FileFormat.ARRAY_RECORD,
-                     **kwargs)
-
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path:
-    # tfds 4.9.10 looks this up through the `importlib_resources` backport, absent on
-    # Python >= 3.9, and fails for any builder inside a package.
-    return epath.Path(__file__)
-
   def _info(self) -> tfds.core.DatasetInfo:
-    s = self.builder_config.image_size
-
-    def tensor(shape, dtype, doc):
-      return tfds.features.Tensor(shape=shape, dtype=dtype, doc=doc)
-
     return self.dataset_info_from_configs(
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(
-                shape=(s, s, 3), encoding_format="jpeg",
-                doc="RGB square crop around the person (crop_box), S x S."),
-            "pose_3d": tensor((_NUM_JOINTS, 3), np.float32,
-                              "14 joints (joints.HUMANEVA_JOINTS), camera coordinates "
-                              "(x right, y down, z forward), mm, not root-relative."),
-            "pose_2d": tensor((_NUM_JOINTS, 2), np.float32,
-                              "pose_3d projected with the camera's calibration "
-                              "(Bouguet model), pixels of the stored S x S crop."),
-            "box": tensor((4,), np.float32,
-                          "Person box [x0, y0, x1, y1], full-image pixels: the projected "
-                          "joints' extent plus box_margin."),
-            "crop_box": tensor((4,), np.float32,
-                               "Square crop [x0, y0, x1, y1], full-image pixels; may "
-                               "extend beyond the image (zero padded)."),
-            "camera": tfds.features.FeaturesDict({
-                "name": tfds.features.Text(doc="C1, C2 or C3."),
-                "f": tensor((2,), np.float32, "Focal lengths, pixels."),
-                "c": tensor((2,), np.float32, "Principal point, pixels (edge "
-                            "convention)."),
-                "k": tensor((3,), np.float32, "Radial distortion k1..k3."),
-                "p": tensor((2,), np.float32,
-                            "Tangential distortion p1, p2 (Bouguet's model)."),
-                "image_size": tensor((2,), np.int32,
-                                     "Full image [width, height], pixels."),
-            }),
-            "subject": tfds.features.Text(),
-            "action": tfds.features.Text(doc="Walking, Jogging or Boxing."),
-            "sequence_id": tfds.features.Text(
-                doc="'<split>/<subject>/<trial> chunk<i>/<camera>', e.g. "
-                "'Train/S1/Walking 1 chunk0/C1'."),
-            "frame_index": tensor((), np.int32,
-                                  "Frame number on the synchronised 60 Hz clock."),
+        features=builders.frame_features(self.builder_config.image_size, _NUM_JOINTS, {
+            "pose_3d": "14 joints (joints.HUMANEVA_JOINTS), camera coordinates (x right, "
+                       "y down, z forward), mm, not root-relative.",
+            "pose_2d": "pose_3d projected with the camera's calibration (Bouguet model), "
+                       "pixels of the stored S x S crop.",
+            "box": "Person box [x0, y0, x1, y1], full-image pixels: the projected "
+                   "joints' extent plus box_margin.",
+            "camera/name": "C1, C2 or C3.",
+            "camera/c": "Principal point, pixels (edge convention).",
+            "camera/p": "Tangential distortion p1, p2 (Bouguet's model).",
+            "action": "Walking, Jogging or Boxing.",
+            "sequence_id": "'<split>/<subject>/<trial> chunk<i>/<camera>', e.g. "
+                           "'Train/S1/Walking 1 chunk0/C1'.",
+            "frame_index": "Frame number on the synchronised 60 Hz clock.",
         }),
         supervised_keys=None,
         disable_shuffling=True,  # Frames in sequence order; readers shuffle.
@@ -164,21 +128,13 @@ class Builder(tfds.core.ShardBasedBuilder):
 
   def _options(self) -> examples.Options:
     cfg = self.builder_config
-    if cfg.image_size < 1 or cfg.frame_step < 1 or not 0 <= cfg.jpeg_quality <= 100:
-      raise ValueError(f"humaneva_clips config {cfg.name!r}: image_size "
-                       f"({cfg.image_size}) and frame_step ({cfg.frame_step}) must be "
-                       f">= 1, jpeg_quality ({cfg.jpeg_quality}) in [0, 100]")
+    builders.check_clip_config("humaneva_clips", cfg)
     unknown = set(cfg.cameras) - set(release.CAMERAS)
     if unknown:
       raise ValueError(f"humaneva_clips config {cfg.name!r}: cameras {sorted(unknown)} "
                        f"are not colour cameras {release.CAMERAS}")
     return examples.Options(image_size=cfg.image_size, frame_step=cfg.frame_step,
                             jpeg_quality=cfg.jpeg_quality, box_margin=cfg.box_margin)
-
-  def _num_workers(self) -> int:
-    if _WORKERS_ENV in os.environ:
-      return int(os.environ[_WORKERS_ENV])
-    return self.builder_config.num_workers or len(os.sched_getaffinity(0))
 
   def _shard_iterators_per_split(self, dl_manager: tfds.download.DownloadManager):
     """One shard per (chunk, camera); checks every required file before writing any."""
@@ -230,34 +186,28 @@ class Builder(tfds.core.ShardBasedBuilder):
                       "from VideoPose3D's: %s; check the calibration files", far)
 
   def _shards(self, sequences, unplaced, options: examples.Options):
-    """Shard generator functions per split, one per sequence, served by one pool."""
+    """Shard generator functions per split, one per sequence, from one worker pool."""
     order = [(split, seq) for split, seqs in sequences.items() for seq in seqs]
-    workers = pool.OrderedPool(examples.task_examples,
-                               [(seq, options) for _, seq in order],
-                               self._num_workers())
     reports = {split: [] for split in sequences}
-    start = time.monotonic()
 
-    def shard(index):
+    def read(index, items):
+      return builders.keyed(order[index][1].sequence_id, items)
+
+    def after(index, report, elapsed):
       split, sequence = order[index]
-      try:
-        report = yield from _keyed(sequence, workers.results(index))
-      except BaseException:
-        workers.close()
-        raise
       reports[split].append(report)
       logging.info("humaneva_clips: %d/%d sequences (%s, %d frames), %.1f min",
                    index + 1, len(order), sequence.sequence_id, report.num_examples,
-                   (time.monotonic() - start) / 60)
-      if index == len(order) - 1:
-        workers.close()
-        for name, split_reports in reports.items():  # Last in the build log.
-          self._summarize(name, split_reports, unplaced[name])
+                   elapsed / 60)
 
-    shards = {split: [] for split in sequences}
-    for index, (split, _) in enumerate(order):
-      shards[split].append(lambda index=index: shard(index))
-    return shards
+    def finish():
+      for name, split_reports in reports.items():  # Last in the build log.
+        self._summarize(name, split_reports, unplaced[name])
+
+    workers = builders.num_workers(_WORKERS_ENV, self.builder_config.num_workers)
+    return builders.pooled_shards(
+        examples.task_examples, [(split, (seq, options)) for split, seq in order],
+        sequences, workers, read, after, finish)
 
   def _summarize(self, split: str, reports: list[examples.Report],
                  unplaced: list[str]) -> None:
@@ -291,13 +241,3 @@ class Builder(tfds.core.ShardBasedBuilder):
                       "image: calibration or synchronisation wrong?", split,
                       100 * outside)
 
-
-def _keyed(sequence: release.Sequence, items):
-  """(frame number, example) -> ('<sequence_id>/<frame number>', example); keeps the
-  generator's return value."""
-  while True:
-    try:
-      index, example = next(items)
-    except StopIteration as stop:
-      return stop.value
-    yield f"{sequence.sequence_id}/{index:06d}", example

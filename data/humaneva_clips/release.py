@@ -26,6 +26,11 @@ from collections.abc import Mapping
 import cv2
 import numpy as np
 
+try:
+  from data._builder_tools import video
+except ImportError:  # Imported by `tfds build` with data/, not the repository, on sys.path.
+  from _builder_tools import video
+
 CAMERAS = ("C1", "C2", "C3")  # The colour cameras; BW1-BW4 are greyscale.
 SPLITS = ("Train", "Validate")
 POSES_3D_FILE = "data_3d_humaneva15.npz"
@@ -364,12 +369,7 @@ class Sequence:
 
 def open_video(path: pathlib.Path) -> cv2.VideoCapture:
   """Opens a video for streaming; raises ReleaseError naming it if it cannot."""
-  if not path.is_file():
-    raise ReleaseError(f"missing video {path}")
-  capture = cv2.VideoCapture(str(path))
-  if not capture.isOpened():
-    raise ReleaseError(f"{path}: cannot open video (truncated or unreadable?)")
-  return capture
+  return video.open_video(path, ReleaseError)
 
 
 def check_video(sequence: Sequence) -> None:

@@ -12,7 +12,11 @@ import cv2
 import numpy as np
 
 from . import annotations
-from ._shared import crops
+
+try:
+  from data._builder_tools import crops
+except ImportError:  # Imported by `tfds build` with data/, not the repository, on sys.path.
+  from _builder_tools import crops
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,16 +53,11 @@ def person_examples(
         raise annotations.AnnotationError(f"{path}: missing or undecodable image")
       name = person.image
     center, box = annotations.crop_square(person, options.margin, options.shift)
-    crop_box = crops.square_crop_box(box)  # Whole pixels: an exact cut, no resampling.
-    crop = crops.crop_and_resize(image, crop_box, size)
-    ok, jpeg = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, options.jpeg_quality])
-    if not ok:
-      raise RuntimeError(f"JPEG encoding failed for {name}")
-    scale = size / float(crop_box[2] - crop_box[0])
+    jpeg, crop_box, scale = crops.jpeg_crop(image, box, size, options.jpeg_quality, name)
     joints = (annotations.joints_edge_px(person) - crop_box[:2]) * scale
     joints[~person.visible] = 0.0  # Unannotated joints carry no position.
     yield person.index, {
-        "image": jpeg.tobytes(),
+        "image": jpeg,
         "joints_2d": joints.astype(np.float32),
         "visible": person.visible.copy(),
         "center": center.astype(np.float32),

@@ -9,18 +9,19 @@ Writes array_record and needs no TensorFlow.
 """
 
 import dataclasses
-import os
 import pathlib
-import time
 
 from absl import logging
-from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
 from . import annotations
 from . import examples
-from ._shared import pool
+
+try:
+  from data._builder_tools import builders
+except ImportError:  # Imported by `tfds build` with data/, not the repository, on sys.path.
+  from _builder_tools import builders
 
 _WORKERS_ENV = "MPII_2D_WORKERS"  # Overrides the config's worker processes (0: none).
 
@@ -46,7 +47,7 @@ class Mpii2dConfig(tfds.core.BuilderConfig):
   num_workers: int = 0
 
 
-class Builder(tfds.core.ShardBasedBuilder):
+class Builder(builders.BuilderMixin, tfds.core.ShardBasedBuilder):
   """MPII Human Pose person crops and 16 2D joints."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -71,25 +72,10 @@ class Builder(tfds.core.ShardBasedBuilder):
   ]
   DEFAULT_BUILDER_CONFIG_NAME = "crop368"
 
-  def __init__(self, *, file_format=None, **kwargs):
-    # array_record: random access, and no TensorFlow to write or read it.
-    super().__init__(file_format=file_format or tfds.core.FileFormat.ARRAY_RECORD,
-                     **kwargs)
-
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path:
-    # tfds 4.9.10 looks this up through the `importlib_resources` backport, absent on
-    # Python >= 3.9, and fails for any builder inside a package.
-    return epath.Path(__file__)
-
   def _info(self) -> tfds.core.DatasetInfo:
     s = self.builder_config.image_size
     n = annotations.NUM_JOINTS
-
-    def tensor(shape, dtype, doc):
-      return tfds.features.Tensor(shape=shape, dtype=dtype, doc=doc)
-
+    tensor = builders.tensor
     return self.dataset_info_from_configs(
         features=tfds.features.FeaturesDict({
             "image": tfds.features.Image(
@@ -129,11 +115,6 @@ class Builder(tfds.core.ShardBasedBuilder):
     return examples.Options(image_size=cfg.image_size, jpeg_quality=cfg.jpeg_quality,
                             margin=cfg.margin, shift=cfg.shift)
 
-  def _num_workers(self) -> int:
-    if _WORKERS_ENV in os.environ:
-      return int(os.environ[_WORKERS_ENV])
-    return self.builder_config.num_workers or len(os.sched_getaffinity(0))
-
   def _shard_iterators_per_split(self, dl_manager: tfds.download.DownloadManager):
     """Shards of `examples_per_shard` persons; checks the JSON and images first."""
     manual_dir = pathlib.Path(dl_manager.manual_dir)
@@ -149,29 +130,22 @@ class Builder(tfds.core.ShardBasedBuilder):
                    "out)", len(persons), split, len(skipped[split]))
       tasks += [(split, (image_dir, persons[i:i + step], options))
                 for i in range(0, len(persons), step)]
-    workers = pool.OrderedPool(examples.task_examples, [t for _, t in tasks],
-                               self._num_workers())
     counts = {split: 0 for split in annotations.SPLIT_FILES}
-    start = time.monotonic()
 
-    def shard(index):
+    def read(index, items):
       split = tasks[index][0]
-      try:
-        for person_index, example in workers.results(index):
-          yield f"{person_index:06d}", example
-          counts[split] += 1
-      except BaseException:
-        workers.close()
-        raise
-      logging.info("mpii_2d: %d/%d shards, %.1f min", index + 1, len(tasks),
-                   (time.monotonic() - start) / 60)
-      if index == len(tasks) - 1:
-        workers.close()
-        for name in counts:
-          self.info.metadata[name] = {"examples": counts[name],
-                                      "skipped_annotations": skipped[name]}
+      for person_index, example in items:
+        yield f"{person_index:06d}", example
+        counts[split] += 1
 
-    shards = {split: [] for split in annotations.SPLIT_FILES}
-    for index, (split, _) in enumerate(tasks):
-      shards[split].append(lambda index=index: shard(index))
-    return shards
+    def after(index, _, elapsed):
+      logging.info("mpii_2d: %d/%d shards, %.1f min", index + 1, len(tasks), elapsed / 60)
+
+    def finish():
+      for name in counts:
+        self.info.metadata[name] = {"examples": counts[name],
+                                    "skipped_annotations": skipped[name]}
+
+    workers = builders.num_workers(_WORKERS_ENV, self.builder_config.num_workers)
+    return builders.pooled_shards(examples.task_examples, tasks, annotations.SPLIT_FILES,
+                                  workers, read, after, finish)

@@ -5,19 +5,21 @@ tests, CPU runs and checking that a model learns 3D from images at all. Writes
 array_record by default and needs no TensorFlow to build or read.
 """
 
-import contextlib
 import dataclasses
 import multiprocessing
 import os
-import pathlib
-import sys
 
-from etils import epath
-import numpy as np
 import tensorflow_datasets as tfds
 
 from . import motion
 from . import sequences
+
+try:
+  from data._builder_tools import builders
+  from data._builder_tools import pool
+except ImportError:  # Imported by `tfds build` with data/, not the repository, on sys.path.
+  from _builder_tools import builders
+  from _builder_tools import pool
 
 _NUM_JOINTS = motion.NUM_JOINTS
 # Overrides the number of generator processes (0 or 1: generate in-process).
@@ -60,7 +62,7 @@ def _config(name: str, description: str, **kwargs) -> SyntheticClipsConfig:
   return SyntheticClipsConfig(name=name, description=description, **kwargs)
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(builders.BuilderMixin, tfds.core.GeneratorBasedBuilder):
   """Synthetic Human3.6M-like clips: one example per frame and camera."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -83,54 +85,18 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   ]
   DEFAULT_BUILDER_CONFIG_NAME = "default"
 
-  def __init__(self, *, file_format=None, **kwargs):
-    # array_record unless asked otherwise: it is random access and, unlike tfrecord,
-    # needs no TensorFlow to write or read.
-    super().__init__(file_format=file_format or tfds.core.FileFormat.ARRAY_RECORD,
-                     **kwargs)
-
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path:
-    # tfds 4.9.10 finds this through the `importlib_resources` backport, which is not
-    # installed on Python >= 3.9, and fails for any builder inside a package.
-    return epath.Path(__file__)
-
   def _info(self) -> tfds.core.DatasetInfo:
-    cfg = self.builder_config
-    s = cfg.image_size
-
-    def tensor(shape, dtype, doc):
-      return tfds.features.Tensor(shape=shape, dtype=dtype, doc=doc)
-
     return self.dataset_info_from_configs(
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(
-                shape=(s, s, 3), encoding_format="jpeg",
-                doc="RGB square crop around the person, resized to S x S."),
-            "pose_3d": tensor((_NUM_JOINTS, 3), np.float32,
-                              "Joints in camera coordinates (x right, y down, z "
-                              "forward), mm, not root-relative."),
-            "pose_2d": tensor((_NUM_JOINTS, 2), np.float32,
-                              "Joints in pixels of the stored S x S crop."),
-            "box": tensor((4,), np.float32,
-                          "Person box [x0, y0, x1, y1], full-image pixels."),
-            "crop_box": tensor((4,), np.float32,
-                               "Square crop [x0, y0, x1, y1], full-image pixels."),
-            "camera": tfds.features.FeaturesDict({
-                "name": tfds.features.Text(),
-                "f": tensor((2,), np.float32, "Focal lengths, pixels."),
-                "c": tensor((2,), np.float32, "Principal point, pixels."),
-                "k": tensor((3,), np.float32, "Radial distortion k1..k3."),
-                "p": tensor((2,), np.float32, "Tangential distortion p1, p2."),
-                "image_size": tensor((2,), np.int32,
-                                     "Full image [width, height], pixels."),
-            }),
-            "subject": tfds.features.Text(),
-            "action": tfds.features.Text(),
-            "sequence_id": tfds.features.Text(
-                doc="'<subject>/<action>.<take>/<camera>', unique per sequence."),
-            "frame_index": tensor((), np.int32, "Frame number within the sequence."),
+        features=builders.frame_features(self.builder_config.image_size, _NUM_JOINTS, {
+            "image": "RGB square crop around the person, resized to S x S.",
+            "pose_3d": "Joints in camera coordinates (x right, y down, z forward), mm, "
+                       "not root-relative.",
+            "pose_2d": "Joints in pixels of the stored S x S crop.",
+            "box": "Person box [x0, y0, x1, y1], full-image pixels.",
+            "crop_box": "Square crop [x0, y0, x1, y1], full-image pixels.",
+            "camera/p": "Tangential distortion p1, p2.",
+            "sequence_id": "'<subject>/<action>.<take>/<camera>', unique per sequence.",
+            "frame_index": "Frame number within the sequence.",
         }),
         supervised_keys=None,
         disable_shuffling=True,  # Keep frames in sequence order; readers shuffle.
@@ -166,33 +132,12 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       return
     # Sequences are independent and seeded by their identity, so the output does not
     # depend on the number of processes; imap keeps the order.
-    with _importable_from_children(), multiprocessing.get_context("spawn").Pool(
-        workers) as pool:
-      for examples in pool.imap(sequences.film, specs):
+    with pool.importable(sequences.film), multiprocessing.get_context("spawn").Pool(
+        workers) as processes:
+      for examples in processes.imap(sequences.film, specs):
         yield from examples
 
 
 def _num_workers(cfg: SyntheticClipsConfig, num_tasks: int) -> int:
-  workers = int(os.environ.get(_WORKERS_ENV, cfg.num_workers or 0))
-  if not workers and _WORKERS_ENV not in os.environ:
-    workers = min(os.cpu_count() or 1, 8)
-  return min(workers, num_tasks)
-
-
-@contextlib.contextmanager
-def _importable_from_children():
-  """Puts this package's root on sys.path while spawned workers start.
-
-  `tfds build` imports the builder with its folder's parent on sys.path only during
-  the import; spawned processes copy sys.path and must import `sequences` by name.
-  """
-  top = __name__.split(".")[0]
-  root = str(pathlib.Path(sys.modules[top].__file__).resolve().parent.parent)
-  added = root not in sys.path
-  if added:
-    sys.path.insert(0, root)
-  try:
-    yield
-  finally:
-    if added:
-      sys.path.remove(root)
+  default = min(os.cpu_count() or 1, 8)
+  return min(builders.num_workers(_WORKERS_ENV, cfg.num_workers, default), num_tasks)

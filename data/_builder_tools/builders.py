@@ -1,0 +1,173 @@
+"""Builder pieces the datasets here share: TFDS workarounds, the per-frame schema,
+worker counts and shards written from a pool of worker processes."""
+
+import os
+import sys
+import time
+from collections.abc import Callable, Collection, Generator, Iterator, Mapping, Sequence
+from typing import Any
+
+from etils import epath
+import numpy as np
+import tensorflow_datasets as tfds
+
+from . import pool
+
+# Feature docs shared by the per-frame schema's builders; each builder overrides some.
+_FRAME_DOCS = {
+    "image": "RGB square crop around the person (crop_box), S x S.",
+    "crop_box": "Square crop [x0, y0, x1, y1], full-image pixels; may extend beyond the "
+                "image (zero padded).",
+    "camera/f": "Focal lengths, pixels.",
+    "camera/c": "Principal point, pixels.",
+    "camera/k": "Radial distortion k1..k3.",
+    "camera/image_size": "Full image [width, height], pixels.",
+}
+
+
+class BuilderMixin:
+  """For a `Builder` in data/<name>/: array_record by default, and a working code_path.
+
+  List it before the TFDS base class: `class Builder(BuilderMixin,
+  tfds.core.GeneratorBasedBuilder)`.
+  """
+
+  def __init__(self, *, file_format=None, **kwargs):
+    # array_record unless asked otherwise: random access, and unlike tfrecord it
+    # needs no TensorFlow to write or read.
+    super().__init__(file_format=file_format or tfds.core.FileFormat.ARRAY_RECORD,
+                     **kwargs)
+
+  @tfds.core.utils.classproperty
+  @classmethod
+  def code_path(cls) -> epath.Path:
+    # tfds 4.9.10 looks this up through the `importlib_resources` backport, absent on
+    # Python >= 3.9, and fails for any builder inside a package.
+    return epath.Path(sys.modules[cls.__module__].__file__)
+
+
+def tensor(shape: tuple[int, ...], dtype, doc: str | None) -> tfds.features.Tensor:
+  return tfds.features.Tensor(shape=shape, dtype=dtype, doc=doc)
+
+
+def frame_features(image_size: int, num_joints: int,
+                   docs: Mapping[str, str]) -> tfds.features.FeaturesDict:
+  """The per-frame schema (data/README.md), documented by the dataset.
+
+  Args:
+    image_size: S, side of the stored square crops, pixels.
+    num_joints: P.
+    docs: feature docs by path ('pose_3d', 'camera/p'), over the shared ones in
+      _FRAME_DOCS; a feature with neither has no doc.
+
+  Returns:
+    The features of one frame.
+  """
+  docs = {**_FRAME_DOCS, **docs}
+  s, p = image_size, num_joints
+
+  def text(name):
+    return tfds.features.Text(doc=docs.get(name))
+
+  def vector(name, shape, dtype=np.float32):
+    return tensor(shape, dtype, docs.get(name))
+
+  return tfds.features.FeaturesDict({
+      "image": tfds.features.Image(shape=(s, s, 3), encoding_format="jpeg",
+                                   doc=docs.get("image")),
+      "pose_3d": vector("pose_3d", (p, 3)),
+      "pose_2d": vector("pose_2d", (p, 2)),
+      "box": vector("box", (4,)),
+      "crop_box": vector("crop_box", (4,)),
+      "camera": tfds.features.FeaturesDict({
+          "name": text("camera/name"),
+          "f": vector("camera/f", (2,)),
+          "c": vector("camera/c", (2,)),
+          "k": vector("camera/k", (3,)),
+          "p": vector("camera/p", (2,)),
+          "image_size": vector("camera/image_size", (2,), np.int32),
+      }),
+      "subject": text("subject"),
+      "action": text("action"),
+      "sequence_id": text("sequence_id"),
+      "frame_index": vector("frame_index", (), np.int32),
+  })
+
+
+def check_clip_config(dataset: str, cfg) -> None:
+  """Raises ValueError unless cfg's image_size, frame_step and jpeg_quality are valid."""
+  if cfg.image_size < 1 or cfg.frame_step < 1 or not 0 <= cfg.jpeg_quality <= 100:
+    raise ValueError(f"{dataset} config {cfg.name!r}: image_size ({cfg.image_size}) and "
+                     f"frame_step ({cfg.frame_step}) must be >= 1, jpeg_quality "
+                     f"({cfg.jpeg_quality}) in [0, 100]")
+
+
+def num_workers(env_var: str, configured: int, default: int | None = None) -> int:
+  """Worker processes: $env_var if set (0 there: none), else `configured` if not 0.
+
+  Args:
+    env_var: name of the environment variable that overrides the config.
+    configured: the builder config's number; 0 picks `default`.
+    default: None: one per CPU core available to this process.
+  """
+  if env_var in os.environ:
+    return int(os.environ[env_var])
+  if configured:
+    return configured
+  return len(os.sched_getaffinity(0)) if default is None else default
+
+
+def keyed(prefix: str, items: Iterator[tuple[int, Any]]) -> Generator[tuple[str, Any],
+                                                                       None, Any]:
+  """(index, example) -> ('<prefix>/<index, 6 digits>', example); keeps the
+  generator's return value."""
+  while True:
+    try:
+      index, example = next(items)
+    except StopIteration as stop:
+      return stop.value
+    yield f"{prefix}/{index:06d}", example
+
+
+def pooled_shards(
+    fn: Callable[[Any], Iterator[Any]], tasks: Sequence[tuple[str, Any]],
+    splits: Collection[str], workers: int,
+    read: Callable[[int, Generator[Any, None, Any]], Generator[tuple[str, Any], None, Any]],
+    after: Callable[[int, Any, float], None], finish: Callable[[], None],
+) -> dict[str, list[Callable[[], Generator[tuple[str, Any], None, None]]]]:
+  """Shard generator functions per split, one per task, served by one worker pool.
+
+  TFDS runs them one after the other, split by split; the pool prepares the next
+  tasks while TFDS writes the current one, and stops after the last shard or an error.
+
+  Args:
+    fn: module-level generator function, fn(task) -> items (pool.OrderedPool).
+    tasks: (split, task) in the order TFDS writes them (split by split).
+    splits: every split, in order, including any without tasks.
+    workers: worker processes; 0: run fn in-process.
+    read: read(i, items of task i) yields the shard's (key, example) and returns a
+      result.
+    after: after(i, result, seconds since the pool was made), when shard i is written.
+    finish: called once all shards are written, the workers stopped.
+
+  Returns:
+    {split: [shard generator function]} for tfds.core.ShardBasedBuilder.
+  """
+  runner = pool.OrderedPool(fn, [task for _, task in tasks], workers)
+  start = time.monotonic()
+
+  def shard(index):
+    try:
+      result = yield from read(index, runner.results(index))
+    except BaseException:
+      runner.close()
+      raise
+    after(index, result, time.monotonic() - start)
+    if index == len(tasks) - 1:
+      runner.close()
+      finish()
+
+  shards = {split: [] for split in splits}
+  for index, (split, _) in enumerate(tasks):
+    shards[split].append(lambda index=index: shard(index))
+  return shards
