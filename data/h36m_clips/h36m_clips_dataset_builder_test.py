@@ -15,9 +15,9 @@ import cv2
 import h5py
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from data._builder_tools import crops
+from data._builder_tools import testing
 from rpsm_jax import joints
 
 from . import cameras
@@ -178,24 +178,14 @@ def _builder(data_dir, **kwargs):
   return builder_lib.Builder(config=_config(**kwargs), data_dir=str(data_dir))
 
 
-def _prepare(builder, manual_dir):
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
   """The miniature release, built once with 2 worker processes."""
   root = tmp_path_factory.mktemp("release")
   truth = _write_release(root)
   data_dir = tmp_path_factory.mktemp("tfds")
-  old = os.environ.pop(builder_lib._WORKERS_ENV, None)  # pylint: disable=protected-access
-  try:
-    builder = _builder(data_dir)
-    _prepare(builder, root)
-  finally:
-    if old is not None:
-      os.environ[builder_lib._WORKERS_ENV] = old  # pylint: disable=protected-access
+  builder = _builder(data_dir)
+  testing.prepare(builder, root, builder_lib._WORKERS_ENV)  # pylint: disable=protected-access
   source = builder.as_data_source()
   rows = {split: [source[split][i] for i in range(len(source[split]))]
           for split in ("train", "test")}
@@ -409,7 +399,7 @@ def test_failed_build_leaves_no_dataset(tmp_path, monkeypatch):
   builder = _builder(tmp_path / "tfds", train_subjects=("S1",),
                      test_subjects=("S9",))
   with pytest.raises(release.ReleaseError, match="S9.*Eating.54138969.cdf"):
-    _prepare(builder, tmp_path / "release")
+    testing.prepare(builder, tmp_path / "release")
   assert not builder.is_prepared()
   version_dir = tmp_path / "tfds" / "h36m_clips" / "mini"
   assert not (version_dir / "1.0.0").exists()
@@ -427,7 +417,7 @@ def _build_and_die(manual_dir, data_dir):
     return (yield from keyed(sequence_id, items))
 
   builder_lib.builders.keyed = die_on_second_sequence
-  _prepare(_builder(data_dir, train_subjects=("S1",), test_subjects=("S9",)),
+  testing.prepare(_builder(data_dir, train_subjects=("S1",), test_subjects=("S9",)),
            manual_dir)
 
 
@@ -449,6 +439,6 @@ def test_killed_build_leaves_no_dataset(tmp_path, monkeypatch):
   assert not builder.is_prepared()
   # Building again works (the stale incomplete folder stays until removed).
   monkeypatch.setenv(builder_lib._WORKERS_ENV, "0")  # pylint: disable=protected-access
-  _prepare(builder, manual_dir)
+  testing.prepare(builder, manual_dir)
   assert builder.is_prepared()
   assert len(builder.as_data_source()["train"]) == 2 * len(range(0, _NUM_POSES, _STEP))

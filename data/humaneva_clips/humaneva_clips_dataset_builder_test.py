@@ -7,14 +7,13 @@ with the invalid chunk under 'Unlabeled/'; projected 2D joints) and `.cal` files
 Bouguet's order with HumanEva-like distortion.
 """
 
-import os
 import pathlib
 
 import cv2
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
+from data._builder_tools import testing
 from rpsm_jax import joints
 
 from . import examples
@@ -193,24 +192,14 @@ def _config(**kwargs):
   return builder_lib.HumanEvaClipsConfig(**defaults)
 
 
-def _prepare(builder, manual_dir):
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
   """The miniature release, built once with 2 worker processes."""
   root = tmp_path_factory.mktemp("release")
   _write_release(root)
   data_dir = tmp_path_factory.mktemp("tfds")
-  old = os.environ.pop(builder_lib._WORKERS_ENV, None)  # pylint: disable=protected-access
-  try:
-    builder = builder_lib.Builder(config=_config(), data_dir=str(data_dir))
-    _prepare(builder, root)
-  finally:
-    if old is not None:
-      os.environ[builder_lib._WORKERS_ENV] = old  # pylint: disable=protected-access
+  builder = builder_lib.Builder(config=_config(), data_dir=str(data_dir))
+  testing.prepare(builder, root, builder_lib._WORKERS_ENV)  # pylint: disable=protected-access
   source = builder.as_data_source()
   rows = {split: [source[split][i] for i in range(len(source[split]))]
           for split in ("train", "test")}
@@ -438,7 +427,7 @@ def test_failed_build_leaves_no_dataset(tmp_path, monkeypatch):
                4, _camera("C2"), 5, num_frames=8)
   builder = builder_lib.Builder(config=_config(), data_dir=str(tmp_path / "tfds"))
   with pytest.raises(release.ReleaseError, match=r"S2.*Walking_1_\(C2\).avi: video ended"):
-    _prepare(builder, tmp_path / "release")
+    testing.prepare(builder, tmp_path / "release")
   assert not builder.is_prepared()
   config_dir = pathlib.Path(tmp_path / "tfds" / "humaneva_clips" / "mini")
   assert not (config_dir / "1.0.0").exists()

@@ -5,13 +5,12 @@ crop can be checked against the stored joint positions.
 """
 
 import json
-import os
 
 import cv2
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
+from data._builder_tools import testing
 from rpsm_jax import heatmaps
 from rpsm_jax import joints
 
@@ -80,22 +79,12 @@ def _builder(data_dir, **kwargs):
   return builder_lib.Builder(config=config, data_dir=str(data_dir))
 
 
-def _prepare(builder, manual_dir):
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
   root = tmp_path_factory.mktemp("mpii")
   _write_release(root)
-  old = os.environ.pop(builder_lib._WORKERS_ENV, None)  # pylint: disable=protected-access
-  try:
-    builder = _builder(tmp_path_factory.mktemp("tfds"))
-    _prepare(builder, root)
-  finally:
-    if old is not None:
-      os.environ[builder_lib._WORKERS_ENV] = old  # pylint: disable=protected-access
+  builder = _builder(tmp_path_factory.mktemp("tfds"))
+  testing.prepare(builder, root, builder_lib._WORKERS_ENV)  # pylint: disable=protected-access
   source = builder.as_data_source()
   rows = {split: sorted((source[split][i] for i in range(len(source[split]))),
                         key=lambda r: int(r["annotation_index"]))
@@ -194,7 +183,7 @@ def test_failed_build_leaves_no_dataset(tmp_path, monkeypatch):
   (tmp_path / "mpii" / "images" / "000003.jpg").write_bytes(b"damaged")
   builder = _builder(tmp_path / "tfds")
   with pytest.raises(annotations.AnnotationError, match="000003.jpg"):
-    _prepare(builder, tmp_path / "mpii")
+    testing.prepare(builder, tmp_path / "mpii")
   assert not builder.is_prepared()
   config_dir = tmp_path / "tfds" / "mpii_2d" / "mini"
   assert not (config_dir / "1.0.0").exists()
