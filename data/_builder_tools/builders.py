@@ -94,6 +94,23 @@ def frame_features(image_size: int, num_joints: int,
   })
 
 
+def frame_info(builder: tfds.core.DatasetBuilder, num_joints: int,
+               docs: Mapping[str, str], **kwargs) -> tfds.core.DatasetInfo:
+  """DatasetInfo of a per-frame dataset: frame_features, frames kept in order.
+
+  Args:
+    builder: the builder; its config's image_size is S.
+    num_joints: P.
+    docs: feature docs, as frame_features takes them.
+    **kwargs: more of dataset_info_from_configs' arguments (homepage, metadata).
+  """
+  return builder.dataset_info_from_configs(
+      features=frame_features(builder.builder_config.image_size, num_joints, docs),
+      supervised_keys=None,
+      disable_shuffling=True,  # Frames in sequence order; readers shuffle.
+      **kwargs)
+
+
 def check_clip_config(dataset: str, cfg) -> None:
   """Raises ValueError unless cfg's image_size, frame_step and jpeg_quality are valid."""
   if cfg.image_size < 1 or cfg.frame_step < 1 or not 0 <= cfg.jpeg_quality <= 100:
@@ -117,8 +134,8 @@ def num_workers(env_var: str, configured: int, default: int | None = None) -> in
   return len(os.sched_getaffinity(0)) if default is None else default
 
 
-def keyed(prefix: str, items: Iterator[tuple[int, Any]]) -> Generator[tuple[str, Any],
-                                                                       None, Any]:
+def keyed(prefix: str,
+          items: Iterator[tuple[int, Any]]) -> Generator[tuple[str, Any], None, Any]:
   """(index, example) -> ('<prefix>/<index, 6 digits>', example); keeps the
   generator's return value."""
   while True:
@@ -171,3 +188,39 @@ def pooled_shards(
   for index, (split, _) in enumerate(tasks):
     shards[split].append(lambda index=index: shard(index))
   return shards
+
+
+def sequence_shards(
+    fn: Callable[[Any], Iterator[tuple[int, Any]]], sequences: Mapping[str, Sequence[Any]],
+    options: Any, workers: int, log: Callable[[int, int, Any, Any, float], None],
+    summarize: Callable[[str, list[Any]], None],
+) -> dict[str, list[Callable[[], Generator[tuple[str, Any], None, None]]]]:
+  """pooled_shards with one shard per sequence, keyed '<sequence_id>/<frame index>'.
+
+  Args:
+    fn: module-level generator function; fn((sequence, options)) yields (frame index,
+      example) and returns the sequence's report.
+    sequences: per split, objects with a `sequence_id`.
+    options: passed to fn with each sequence.
+    workers: worker processes; 0: run fn in-process.
+    log: log(i, number of sequences, sequence, report, seconds so far) after each.
+    summarize: summarize(split, reports of its sequences), per split after the last.
+
+  Returns:
+    {split: [shard generator function]}.
+  """
+  order = [(split, seq) for split, seqs in sequences.items() for seq in seqs]
+  reports = {split: [] for split in sequences}
+
+  def after(index, report, elapsed):
+    split, sequence = order[index]
+    reports[split].append(report)
+    log(index, len(order), sequence, report, elapsed)
+
+  def finish():
+    for split, split_reports in reports.items():  # Last in the build log.
+      summarize(split, split_reports)
+
+  return pooled_shards(fn, [(split, (seq, options)) for split, seq in order], sequences,
+                       workers, lambda i, items: keyed(order[i][1].sequence_id, items),
+                       after, finish)

@@ -101,8 +101,8 @@ class Builder(builders.BuilderMixin, tfds.core.ShardBasedBuilder):
   DEFAULT_BUILDER_CONFIG_NAME = "crop368_step5"
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(
-        features=builders.frame_features(self.builder_config.image_size, _NUM_JOINTS, {
+    return builders.frame_info(
+        self, _NUM_JOINTS, {
             "pose_3d": "17 joints (joints.H36M_JOINTS), camera coordinates (x right, y "
                        "down, z forward), mm, not root-relative.",
             "pose_2d": "pose_3d projected with the camera's distortion model, pixels of "
@@ -116,12 +116,9 @@ class Builder(builders.BuilderMixin, tfds.core.ShardBasedBuilder):
             "sequence_id": "'<subject>/<release action>/<camera>', e.g. "
                            "'S1/Directions 1/54138969'.",
             "frame_index": "Frame in the raw 50 fps sequence.",
-        }),
-        supervised_keys=None,
-        disable_shuffling=True,  # Frames in sequence order; readers shuffle.
+        },
         homepage="http://vision.imar.ro/human3.6m/",
-        metadata=tfds.core.MetadataDict(),
-    )
+        metadata=tfds.core.MetadataDict())
 
   def _options(self) -> examples.Options:
     cfg = self.builder_config
@@ -153,28 +150,16 @@ class Builder(builders.BuilderMixin, tfds.core.ShardBasedBuilder):
   def _shards(self, sequences: dict[str, list[release.Sequence]],
               options: examples.Options):
     """Shard generator functions per split, one per sequence, from one worker pool."""
-    order = [(split, seq) for split, seqs in sequences.items() for seq in seqs]
-    reports = {split: [] for split in sequences}
 
-    def read(index, items):
-      return builders.keyed(order[index][1].sequence_id, items)
-
-    def after(index, report, elapsed):
-      split, sequence = order[index]
-      reports[split].append(report)
+    def log(index, total, sequence, report, elapsed):
       logging.info("h36m_clips: %d/%d sequences (%s, %d frames), %.0f min, "
-                   "%.0f min left", index + 1, len(order), sequence.sequence_id,
+                   "%.0f min left", index + 1, total, sequence.sequence_id,
                    report.num_examples, elapsed / 60,
-                   elapsed / (index + 1) * (len(order) - index - 1) / 60)
-
-    def finish():
-      for name, split_reports in reports.items():  # Last in the build log.
-        self._summarize(name, split_reports)
+                   elapsed / (index + 1) * (total - index - 1) / 60)
 
     workers = builders.num_workers(_WORKERS_ENV, self.builder_config.num_workers)
-    return builders.pooled_shards(
-        examples.task_examples, [(split, (seq, options)) for split, seq in order],
-        sequences, workers, read, after, finish)
+    return builders.sequence_shards(examples.task_examples, sequences, options, workers,
+                                    log, self._summarize)
 
   def _summarize(self, split: str, reports: list[examples.Report]) -> None:
     """Logs what was substituted or cross-checked and stores it in the metadata."""

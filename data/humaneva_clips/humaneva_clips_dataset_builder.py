@@ -104,8 +104,8 @@ class Builder(builders.BuilderMixin, tfds.core.ShardBasedBuilder):
   DEFAULT_BUILDER_CONFIG_NAME = "crop368_step1"
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(
-        features=builders.frame_features(self.builder_config.image_size, _NUM_JOINTS, {
+    return builders.frame_info(
+        self, _NUM_JOINTS, {
             "pose_3d": "14 joints (joints.HUMANEVA_JOINTS), camera coordinates (x right, "
                        "y down, z forward), mm, not root-relative.",
             "pose_2d": "pose_3d projected with the camera's calibration (Bouguet model), "
@@ -119,12 +119,9 @@ class Builder(builders.BuilderMixin, tfds.core.ShardBasedBuilder):
             "sequence_id": "'<split>/<subject>/<trial> chunk<i>/<camera>', e.g. "
                            "'Train/S1/Walking 1 chunk0/C1'.",
             "frame_index": "Frame number on the synchronised 60 Hz clock.",
-        }),
-        supervised_keys=None,
-        disable_shuffling=True,  # Frames in sequence order; readers shuffle.
+        },
         homepage="http://humaneva.is.tue.mpg.de/",
-        metadata=tfds.core.MetadataDict(),
-    )
+        metadata=tfds.core.MetadataDict())
 
   def _options(self) -> examples.Options:
     cfg = self.builder_config
@@ -187,27 +184,18 @@ class Builder(builders.BuilderMixin, tfds.core.ShardBasedBuilder):
 
   def _shards(self, sequences, unplaced, options: examples.Options):
     """Shard generator functions per split, one per sequence, from one worker pool."""
-    order = [(split, seq) for split, seqs in sequences.items() for seq in seqs]
-    reports = {split: [] for split in sequences}
 
-    def read(index, items):
-      return builders.keyed(order[index][1].sequence_id, items)
-
-    def after(index, report, elapsed):
-      split, sequence = order[index]
-      reports[split].append(report)
+    def log(index, total, sequence, report, elapsed):
       logging.info("humaneva_clips: %d/%d sequences (%s, %d frames), %.1f min",
-                   index + 1, len(order), sequence.sequence_id, report.num_examples,
+                   index + 1, total, sequence.sequence_id, report.num_examples,
                    elapsed / 60)
 
-    def finish():
-      for name, split_reports in reports.items():  # Last in the build log.
-        self._summarize(name, split_reports, unplaced[name])
+    def summarize(split, reports):
+      self._summarize(split, reports, unplaced[split])
 
     workers = builders.num_workers(_WORKERS_ENV, self.builder_config.num_workers)
-    return builders.pooled_shards(
-        examples.task_examples, [(split, (seq, options)) for split, seq in order],
-        sequences, workers, read, after, finish)
+    return builders.sequence_shards(examples.task_examples, sequences, options, workers,
+                                    log, summarize)
 
   def _summarize(self, split: str, reports: list[examples.Report],
                  unplaced: list[str]) -> None:

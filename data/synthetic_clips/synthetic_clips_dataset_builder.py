@@ -86,8 +86,8 @@ class Builder(builders.BuilderMixin, tfds.core.GeneratorBasedBuilder):
   DEFAULT_BUILDER_CONFIG_NAME = "default"
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(
-        features=builders.frame_features(self.builder_config.image_size, _NUM_JOINTS, {
+    return builders.frame_info(
+        self, _NUM_JOINTS, {
             "image": "RGB square crop around the person, resized to S x S.",
             "pose_3d": "Joints in camera coordinates (x right, y down, z forward), mm, "
                        "not root-relative.",
@@ -97,10 +97,7 @@ class Builder(builders.BuilderMixin, tfds.core.GeneratorBasedBuilder):
             "camera/p": "Tangential distortion p1, p2.",
             "sequence_id": "'<subject>/<action>.<take>/<camera>', unique per sequence.",
             "frame_index": "Frame number within the sequence.",
-        }),
-        supervised_keys=None,
-        disable_shuffling=True,  # Keep frames in sequence order; readers shuffle.
-    )
+        })
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     del dl_manager  # Nothing to download.
