@@ -374,19 +374,25 @@ def _warm_up(runner: Runner, phase: str, calls: int) -> dict:
 
 
 def _time_interleaved(runners: Sequence[Runner], phase: str, steps: int,
-                      repeats: int) -> dict:
-  """Seconds per step of each runner; runners alternate within every repeat."""
-  times = {r.name: [] for r in runners}
+                      repeats: int) -> tuple[dict, dict]:
+  """Wall and process CPU seconds per step of each runner, alternating within every repeat.
+
+  CPU seconds (all threads of the process, spinning included) measure the work a step
+  costs independently of how much of the machine other processes take.
+  """
+  wall = {r.name: [] for r in runners}
+  cpu = {r.name: [] for r in runners}
   for _ in range(repeats):
     for r in runners:
       fn = getattr(r, phase)
       r.sync()
-      start = time.perf_counter()
+      start, start_cpu = time.perf_counter(), time.process_time()
       for _ in range(steps):
         fn()
       r.sync()
-      times[r.name].append((time.perf_counter() - start) / steps)
-  return times
+      wall[r.name].append((time.perf_counter() - start) / steps)
+      cpu[r.name].append((time.process_time() - start_cpu) / steps)
+  return wall, cpu
 
 
 def _pipeline_throughput(config, workers: Sequence[int], steps: int) -> dict:
@@ -543,9 +549,10 @@ def run_benchmark(config, frameworks: Sequence[str] = FRAMEWORKS, batch: int = 0
 
   # The roofline is timed inside the same loop, so it sees the same machine load.
   matmul_times = []
-  times = {}
+  times, cpu_times = {}, {}
   for phase in ("train", "infer"):
-    times[phase] = _time_interleaved(runners + [matmul], phase, steps, repeats)
+    times[phase], cpu_times[phase] = _time_interleaved(runners + [matmul], phase, steps,
+                                                       repeats)
     matmul_times += times[phase]["matmul"]
   rates = [matmul.info["gflop"] / t for t in matmul_times]
   roofline = float(np.median(rates))
@@ -560,6 +567,7 @@ def run_benchmark(config, frameworks: Sequence[str] = FRAMEWORKS, batch: int = 0
       r.info[f"{phase}_frames_per_s"] = med
       r.info[f"{phase}_frames_per_s_spread"] = _stats(fps)
       r.info[f"{phase}_ms_per_step"] = _stats([t * 1e3 for t in times[phase][r.name]])
+      r.info[f"{phase}_cpu_s_per_step"] = _stats(cpu_times[phase][r.name])
       r.info[f"{phase}_gflops_per_s"] = med * flops / 1e9
       r.info[f"{phase}_fraction_of_matmul"] = med * flops / 1e9 / roofline
     log(f"timed {phase}: " + ", ".join(
@@ -590,6 +598,11 @@ def _fmt(value, spec=".1f") -> str:
   return "-" if value is None else format(value, spec)
 
 
+def _rate(value) -> str:
+  """Frames/s with at least three significant digits (the paper config on a CPU: 0.2)."""
+  return "-" if value is None else format(value, ".1f" if value >= 100 else ".3g")
+
+
 def format_table(results: dict) -> str:
   """A side-by-side table of the frameworks measured (and ratios jax / torch)."""
   names = [n for n in FRAMEWORKS if n in results]
@@ -609,7 +622,7 @@ def format_table(results: dict) -> str:
 
   def spread(info, key):
     s = info.get(key + "_spread")
-    return f"[{s['min']:.1f}, {s['max']:.1f}]" if s else "-"
+    return f"[{_rate(s['min'])}, {_rate(s['max'])}]" if s else "-"
 
   on_gpu = env["backend"] != "cpu"
 
@@ -621,14 +634,16 @@ def format_table(results: dict) -> str:
     return _fmt(v, ".0f")
 
   rows = [
-      ("train frames/s", lambda i: _fmt(i.get("train_frames_per_s"))),
+      ("train frames/s", lambda i: _rate(i.get("train_frames_per_s"))),
       ("  [min, max]", lambda i: spread(i, "train_frames_per_s")),
       ("train ms/step", lambda i: _fmt(i["train_ms_per_step"]["median"])),
+      ("train CPU s/step", lambda i: _fmt(i["train_cpu_s_per_step"]["median"], ".2f")),
       ("train GFLOP/s", lambda i: _fmt(i.get("train_gflops_per_s"))),
       ("train % of matmul", lambda i: _fmt(100 * i["train_fraction_of_matmul"], ".0f")),
-      ("infer frames/s", lambda i: _fmt(i.get("infer_frames_per_s"))),
+      ("infer frames/s", lambda i: _rate(i.get("infer_frames_per_s"))),
       ("  [min, max]", lambda i: spread(i, "infer_frames_per_s")),
       ("infer ms/step", lambda i: _fmt(i["infer_ms_per_step"]["median"])),
+      ("infer CPU s/step", lambda i: _fmt(i["infer_cpu_s_per_step"]["median"], ".2f")),
       ("infer GFLOP/s", lambda i: _fmt(i.get("infer_gflops_per_s"))),
       ("infer % of matmul", lambda i: _fmt(100 * i["infer_fraction_of_matmul"], ".0f")),
       ("train compile s", lambda i: _fmt(i.get("train_compile_s", 0.0)
@@ -652,6 +667,7 @@ def format_table(results: dict) -> str:
     lines.append(line)
   mem_kind = ("GPU peak: jax = XLA's buffer assignment, torch = max_memory_allocated"
               if on_gpu else "rise of the process's RSS over the warm-up calls")
+  lines.append("(CPU s/step: process CPU time, all threads, spinning included)")
   lines.append(f"(peak mem: {mem_kind}; XLA buffers: parameters, optimiser state, batch, "
                "activations and temporaries of one train step; compile: compilation + "
                "first call)")
