@@ -12,12 +12,17 @@ from rpsm_jax import xla_cpu
 pytest.importorskip("torch")
 
 
-@pytest.fixture(scope="module")
-def results(tiny_data_dir):
+def _tiny_config(data_dir):
   from configs import synthetic_tiny  # pylint: disable=g-import-not-at-top
   config = synthetic_tiny.get_config()
-  config.dataset.data_dir = tiny_data_dir
+  config.dataset.data_dir = data_dir
   config.dataset.build_if_missing = False
+  return config
+
+
+@pytest.fixture(scope="module")
+def results(tiny_data_dir):
+  config = _tiny_config(tiny_data_dir)
   # One torch thread: on a loaded 2-core machine two OpenMP threads can take seconds per
   # step, and this test checks the plumbing, not speed.
   return benchmark.run_benchmark(
@@ -25,7 +30,7 @@ def results(tiny_data_dir):
       matmul_size=256, torch_threads=1, log=lambda _: None)
 
 
-def test_json_has_the_promised_numbers(results):
+def test_json_has_the_promised_numbers(results, tiny_data_dir):
   for name in ("jax", "torch"):
     for key in ("train_frames_per_s", "infer_frames_per_s", "train_gflops_per_s",
                 "infer_gflops_per_s", "train_ms_per_step", "train_first_call_s"):
@@ -43,7 +48,8 @@ def test_json_has_the_promised_numbers(results):
   assert results["train_gflops_per_frame"] == pytest.approx(
       3 * results["forward_gflops_per_frame"])
   assert results["jax"]["train_gflops_per_frame_xla"] > results["forward_gflops_per_frame"]
-  assert results["config"]["frames_per_step"] == 4 * 4
+  config = _tiny_config(tiny_data_dir)
+  assert results["config"]["frames_per_step"] == config.batch_size * config.clip_length
   env = results["environment"]
   assert env["backend"] == "cpu" and env["versions"]["jax"]
   assert "XLA_FLAGS" in env and "jemalloc" in env
