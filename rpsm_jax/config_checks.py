@@ -54,7 +54,7 @@ def check(config, num_devices: int = 1) -> None:
        f"got {o.name!r}")
   need(o.schedule in SCHEDULES, f"config.optimizer.schedule must be one of {SCHEDULES}, "
        f"got {o.schedule!r}")
-  need(o.learning_rate > 0, f"config.optimizer.learning_rate must be > 0")
+  need(o.learning_rate > 0, "config.optimizer.learning_rate must be > 0")
   need(config.batch_size >= 1, f"config.batch_size must be >= 1, got {config.batch_size}")
   need(config.batch_size % num_devices == 0, f"config.batch_size={config.batch_size} "
        f"does not split over {num_devices} devices")

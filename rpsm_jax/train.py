@@ -11,8 +11,7 @@ import json
 import os
 import signal
 import threading
-import time
-from typing import Any, Optional
+from typing import Optional
 
 from absl import logging
 from flax import jax_utils

@@ -8,6 +8,9 @@ from rpsm_jax.models.recurrent import PoseRecurrent3D, zero_carry
 from rpsm_jax.models.rpsm import RPSM
 from rpsm_jax.models.trunk import Pose2DTrunk
 
+__all__ = ["DTYPES", "FeatureAdaption", "Pose2DTrunk", "PoseRecurrent3D", "RPSM",
+           "StagePose2D", "create_model", "zero_carry"]
+
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
