@@ -256,6 +256,15 @@ def scale_and_crop(image: np.ndarray, joints_2d: np.ndarray, out_size: int, scal
 # --------------------------------------------------------------------------- loader
 
 
+def epoch_shuffle(seed: int, positions: np.ndarray, n: int) -> np.ndarray:
+  """Item ids at global stream `positions` when each epoch of n items is a fresh
+  permutation seeded by (seed, epoch): a pure function, so any step can be rebuilt."""
+  epochs, offsets = positions // n, positions % n
+  perms = {e: np.random.default_rng([seed, int(e)]).permutation(n)
+           for e in np.unique(epochs)}
+  return np.array([perms[e][o] for e, o in zip(epochs, offsets)])
+
+
 class ClipLoader:
   """Assembles batches of clips; batch `step` depends only on (seed, step).
 
@@ -296,10 +305,7 @@ class ClipLoader:
     positions = positions[self.shard_index * local:(self.shard_index + 1) * local]
     if not self.shuffle:
       return np.where(positions < n, positions, -1)
-    epochs, offsets = positions // n, positions % n
-    perms = {e: np.random.default_rng([self.seed, int(e)]).permutation(n)
-             for e in np.unique(epochs)}
-    return np.array([perms[e][o] for e, o in zip(epochs, offsets)])
+    return epoch_shuffle(self.seed, positions, n)
 
   def _describe(self, record: int) -> str:
     i = self.index

@@ -67,8 +67,7 @@ class HeatmapLoader:
     n, b = len(self.source), self.batch_size
     positions = np.arange(step * b, (step + 1) * b)
     if self.shuffle:
-      ids = np.array([np.random.default_rng([self.seed, int(p // n)]).permutation(n)[p % n]
-                      for p in positions])
+      ids = input_pipeline.epoch_shuffle(self.seed, positions, n)
     else:
       ids = np.minimum(positions, n - 1)
     weight = (positions < n) | self.shuffle
