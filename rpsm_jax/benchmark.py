@@ -213,9 +213,11 @@ def _flops(lowered) -> float:
 
 
 def forward_flops_per_frame(model, config, batch: int = 1) -> float:
-  """Forward FLOPs per frame (summary.forward_flops_per_frame, any backend)."""
+  """Forward model FLOPs per frame (summary.forward_flops_per_frame: direct convolutions),
+  on any backend."""
   variables, frames = summary.abstract_variables(model, config, batch)
-  return _flops(jax.jit(model.apply).lower(variables, frames)) / (batch * config.clip_length)
+  lowered = jax.jit(model.clone(conv=None).apply).lower(variables, frames)
+  return _flops(lowered) / (batch * config.clip_length)
 
 
 def _xla_peak_mb(compiled) -> Optional[float]:

@@ -47,9 +47,13 @@ def count_params(params) -> dict:
 
 
 def forward_flops_per_frame(model, config, batch: int = 1) -> float:
-  """Forward FLOPs per frame from XLA's cost analysis of the compiled forward pass."""
+  """Forward FLOPs per frame from XLA's cost analysis of the compiled forward pass.
+
+  Model FLOPs: counted with direct convolutions, whatever config.model.conv_algorithm
+  runs (Winograd layers do fewer multiplications for the same result).
+  """
   variables, frames = abstract_variables(model, config, batch)
-  compiled = jax.jit(model.apply).lower(variables, frames).compile()
+  compiled = jax.jit(model.clone(conv=None).apply).lower(variables, frames).compile()
   cost = compiled.cost_analysis()
   if isinstance(cost, (list, tuple)):  # older jax returned one dict per device
     cost = cost[0]

@@ -2,6 +2,8 @@
 
 import jax.numpy as jnp
 
+from rpsm_jax import winograd
+
 from rpsm_jax.models.adaption import FeatureAdaption
 from rpsm_jax.models.pose2d import StagePose2D
 from rpsm_jax.models.recurrent import PoseRecurrent3D, zero_carry
@@ -30,4 +32,6 @@ def create_model(model_config) -> RPSM:
       share_2d=model_config.share_2d,
       remat_trunk=model_config.remat_trunk,
       initializer=model_config.initializer,
+      conv=winograd.make_conv(model_config.get("conv_algorithm", "auto"),
+                              model_config.get("winograd_tile", 0)),
       dtype=DTYPES[model_config.dtype])

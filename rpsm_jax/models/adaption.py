@@ -1,6 +1,6 @@
 """The feature adaption module: 2D features -> a vector for the 3D module."""
 
-from typing import Any
+from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -24,11 +24,13 @@ class FeatureAdaption(nn.Module):
   variant: str = "paper"
   dtype: Any = jnp.float32
   initializer: str = "he"
+  conv: Optional[Callable] = None     # see ConvReLU
 
   @nn.compact
   def __call__(self, x):
     def conv(kernel, stride, name):
-      return ConvReLU(self.channels, kernel, stride, self.dtype, self.initializer, name=name)
+      return ConvReLU(self.channels, kernel, stride, self.dtype, self.initializer, self.conv,
+                      name=name)
 
     if self.variant == "paper":
       x = max_pool_2x2(conv(5, 2, "conv1")(x), True)

@@ -1,6 +1,6 @@
 """Small building blocks shared by the RPSM modules."""
 
-from typing import Any
+from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -39,6 +39,7 @@ class ConvReLU(nn.Module):
   Not "SAME": for a stride-2 convolution on an even size XLA's SAME pads (1, 2) where
   Torch pads (2, 2), which shifts every window by one pixel (46 -> 23 and 12 -> 6 in the
   feature adaption). Output sizes are the same for odd kernels.
+  `conv`: a lax.conv_general_dilated replacement (rpsm_jax.winograd), None for lax's.
   Input (N, H, W, C_in) -> output (N, ceil(H/stride), ceil(W/stride), features).
   """
   features: int
@@ -46,13 +47,15 @@ class ConvReLU(nn.Module):
   stride: int = 1
   dtype: Any = jnp.float32
   initializer: str = "he"
+  conv: Optional[Callable] = None
 
   @nn.compact
   def __call__(self, x):
     pad = self.kernel // 2
     x = nn.Conv(self.features, (self.kernel, self.kernel), strides=self.stride,
                 padding=((pad, pad), (pad, pad)), dtype=self.dtype,
-                kernel_init=relu_init(self.initializer), name="conv")(x)
+                kernel_init=relu_init(self.initializer), conv_general_dilated=self.conv,
+                name="conv")(x)
     return nn.relu(x)
 
 

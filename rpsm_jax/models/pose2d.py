@@ -1,6 +1,6 @@
 """The stage-specialized 2D layers of the paper's 2D pose module."""
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -18,11 +18,12 @@ class StagePose2D(nn.Module):
   features: int
   dtype: Any = jnp.float32
   initializer: str = "he"
+  conv: Optional[Callable] = None     # see ConvReLU
 
   @nn.compact
   def __call__(self, shared, previous: Optional[jnp.ndarray] = None):
     x = shared if previous is None else jnp.concatenate([shared, previous], axis=-1)
     x = ConvReLU(self.features, dtype=self.dtype, initializer=self.initializer,
-                 name="conv1")(x)
+                 conv=self.conv, name="conv1")(x)
     return ConvReLU(self.features, dtype=self.dtype, initializer=self.initializer,
-                    name="conv2")(x)
+                    conv=self.conv, name="conv2")(x)

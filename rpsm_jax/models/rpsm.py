@@ -1,6 +1,6 @@
 """RPSM: the multi-stage model of the paper's Figure 3."""
 
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -35,6 +35,7 @@ class RPSM(nn.Module):
   remat_trunk: bool = False
   dtype: Any = jnp.float32
   initializer: str = "he"
+  conv: Optional[Callable] = None     # lax.conv_general_dilated replacement (ConvReLU)
 
   @nn.compact
   def __call__(self, frames, carries: Optional[Sequence[tuple]] = None,
@@ -54,10 +55,10 @@ class RPSM(nn.Module):
     b, t = frames.shape[:2]
     x = frames.reshape((b * t,) + frames.shape[2:]).astype(self.dtype)
     trunk = nn.remat(Pose2DTrunk) if self.remat_trunk else Pose2DTrunk
-    shared = trunk(self.width, self.dtype, self.initializer, name="trunk")(x)
+    shared = trunk(self.width, self.dtype, self.initializer, self.conv, name="trunk")(x)
 
     features = scaled(128, self.width)
-    shared_2d = (StagePose2D(features, self.dtype, self.initializer,
+    shared_2d = (StagePose2D(features, self.dtype, self.initializer, self.conv,
                              name="shared_pose2d") if self.share_2d else None)
     feats_2d, pose, poses, new_carries = None, None, [], []
     for k in range(1, self.num_stages + 1):
@@ -65,10 +66,10 @@ class RPSM(nn.Module):
         previous = jnp.zeros_like(shared) if feats_2d is None else feats_2d
         feats_2d = shared_2d(shared, previous)
       else:
-        feats_2d = StagePose2D(features, self.dtype, self.initializer,
+        feats_2d = StagePose2D(features, self.dtype, self.initializer, self.conv,
                                name=f"stage{k}_pose2d")(shared, feats_2d)
       adapted = FeatureAdaption(features, self.adaption_units, self.adaption, self.dtype,
-                                self.initializer, name=f"stage{k}_adaption")(feats_2d)
+                                self.initializer, self.conv, name=f"stage{k}_adaption")(feats_2d)
       adapted = adapted.reshape(b, t, -1)
       inputs = adapted if pose is None else jnp.concatenate(
           [adapted, pose.astype(adapted.dtype)], axis=-1)

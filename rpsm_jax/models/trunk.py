@@ -1,6 +1,6 @@
 """The shared 2D trunk: the CPM stage-1 VGG layers of the paper's Table 1."""
 
-from typing import Any
+from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -21,6 +21,7 @@ class Pose2DTrunk(nn.Module):
   width: float = 1.0
   dtype: Any = jnp.float32
   initializer: str = "he"
+  conv: Optional[Callable] = None     # see ConvReLU
 
   @nn.compact
   def __call__(self, x):
@@ -29,5 +30,6 @@ class Pose2DTrunk(nn.Module):
         x = max_pool_2x2(x)
       for c, channels in enumerate(block):
         x = ConvReLU(scaled(channels, self.width), dtype=self.dtype,
-                     initializer=self.initializer, name=f"conv{b + 1}_{c + 1}")(x)
+                     initializer=self.initializer, conv=self.conv,
+                     name=f"conv{b + 1}_{c + 1}")(x)
     return x

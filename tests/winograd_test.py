@@ -1,0 +1,128 @@
+"""Winograd convolution (rpsm_jax.winograd) against lax.conv, and its use in the model."""
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+import numpy as np
+import pytest
+
+from configs import synthetic_tiny
+from rpsm_jax import config_checks
+from rpsm_jax import models
+from rpsm_jax import winograd
+
+NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def direct(x, w):
+  return lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=NHWC)
+
+
+def _random(shape, seed):
+  return jax.random.normal(jax.random.PRNGKey(seed), shape, jnp.float32)
+
+
+# Odd, even, non-multiple-of-tile and single-tile image sizes; channels in != out.
+@pytest.mark.parametrize("tile", winograd.TILES)
+@pytest.mark.parametrize("shape", [(2, 7, 9, 5, 6), (3, 8, 8, 4, 4), (1, 13, 6, 3, 2),
+                                   (2, 2, 3, 4, 5)])
+def test_conv_and_gradients_match_lax(tile, shape):
+  n, h, w, c, o = shape
+  x, k, dy = _random((n, h, w, c), 0), _random((3, 3, c, o), 1), _random((n, h, w, o), 2)
+  y, vjp = jax.vjp(lambda x, k: winograd.conv3x3(x, k, tile), x, k)
+  y_ref, vjp_ref = jax.vjp(direct, x, k)
+  # Relative to the largest value; F(4,3)'s transforms multiply by up to 8 and 1/24, so
+  # its float32 rounding is ~10x F(2,3)'s (measured 2e-7 and 3e-6).
+  tol = 1e-5 if tile == 2 else 1e-4
+  for got, want in zip((y,) + vjp(dy), (y_ref,) + vjp_ref(dy)):
+    assert got.shape == want.shape
+    assert float(jnp.abs(got - want).max()) <= tol * float(jnp.abs(want).max())
+
+
+def test_tile_choice_by_image_size():
+  assert winograd.choose_tile((1, 92, 92, 8)) == 4
+  assert winograd.choose_tile((1, 46, 80, 8)) == 2
+
+
+def _uses_lax_conv(fn, *args) -> bool:
+  return "conv_general_dilated" in str(jax.make_jaxpr(fn)(*args))
+
+
+def test_dispatch_takes_only_eligible_convolutions():
+  conv = winograd.make_conv("winograd")
+  x, w = _random((1, 8, 8, 4), 0), _random((3, 3, 4, 4), 1)
+  pad1 = ((1, 1), (1, 1))
+  assert not _uses_lax_conv(lambda x, w: conv(x, w, (1, 1), pad1, dimension_numbers=NHWC),
+                            x, w)
+  ineligible = {
+      "stride 2": lambda x, w: conv(x, w, (2, 2), pad1, dimension_numbers=NHWC),
+      "padding 0": lambda x, w: conv(x, w, (1, 1), ((0, 0), (0, 0)),
+                                     dimension_numbers=NHWC),
+      "dilated": lambda x, w: conv(x, w, (1, 1), ((2, 2), (2, 2)), rhs_dilation=(2, 2),
+                                   dimension_numbers=NHWC),
+      "bfloat16": lambda x, w: conv(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16),
+                                    (1, 1), pad1, dimension_numbers=NHWC),
+      "NCHW": lambda x, w: conv(x[:, :4, :4], w, (1, 1), pad1,
+                                dimension_numbers=("NCHW", "HWIO", "NCHW")),
+  }
+  for name, fn in ineligible.items():
+    assert _uses_lax_conv(fn, x, w), name
+  w5 = _random((5, 5, 4, 4), 1)
+  assert _uses_lax_conv(lambda x, w: conv(x, w, (1, 1), ((2, 2), (2, 2)),
+                                          dimension_numbers=NHWC), x, w5)
+  # auto's channel threshold: 4 channels stay direct.
+  auto = winograd.make_conv("auto", backend="cpu")
+  assert _uses_lax_conv(lambda x, w: auto(x, w, (1, 1), pad1, dimension_numbers=NHWC), x, w)
+
+
+def test_make_conv_backends_and_errors():
+  assert winograd.make_conv("auto", backend="gpu") is None
+  assert winograd.make_conv("auto", backend="tpu") is None
+  assert winograd.make_conv("direct") is None
+  auto = winograd.make_conv("auto", backend="cpu")
+  assert auto.keywords["min_channels"] == winograd.AUTO_MIN_CHANNELS
+  with pytest.raises(ValueError, match="conv_algorithm"):
+    winograd.make_conv("fft")
+  with pytest.raises(ValueError, match="winograd_tile"):
+    winograd.make_conv("winograd", tile=3)
+
+
+def test_config_check_names_bad_fields():
+  config = synthetic_tiny.get_config()
+  config.model.conv_algorithm = "fft"
+  with pytest.raises(ValueError, match="config.model.conv_algorithm"):
+    config_checks.check(config)
+  config = synthetic_tiny.get_config()
+  config.model.winograd_tile = 6
+  with pytest.raises(ValueError, match="config.model.winograd_tile"):
+    config_checks.check(config)
+
+
+@pytest.mark.parametrize("tile", winograd.TILES)
+def test_model_outputs_and_gradients_match_direct(tile):
+  config = synthetic_tiny.get_config()
+  config.model.conv_algorithm = "direct"
+  direct_model = models.create_model(config.model)
+  config.model.conv_algorithm = "winograd"
+  config.model.winograd_tile = tile
+  winograd_model = models.create_model(config.model)
+  s = config.model.input_size
+  frames = jax.random.uniform(jax.random.PRNGKey(0), (2, config.clip_length, s, s, 3)) - 0.5
+  params = direct_model.init(jax.random.PRNGKey(1), frames)["params"]
+
+  def loss(model):
+    return lambda p: jnp.sum(model.apply({"params": p}, frames) ** 2)
+
+  out_d = direct_model.apply({"params": params}, frames)
+  out_w = winograd_model.apply({"params": params}, frames)
+  np.testing.assert_allclose(out_w, out_d, rtol=1e-3, atol=1e-4)
+  grad_d = jax.grad(loss(direct_model))(params)
+  grad_w = jax.grad(loss(winograd_model))(params)
+  for (path, gd), gw in zip(jax.tree_util.tree_leaves_with_path(grad_d),
+                            jax.tree.leaves(grad_w)):
+    scale = float(jnp.abs(gd).max()) + 1e-6
+    assert float(jnp.abs(gw - gd).max()) <= 1e-3 * scale, jax.tree_util.keystr(path)
+  # Winograd really ran: the direct model has more conv_general_dilated calls.
+  count = lambda m: str(jax.make_jaxpr(m.apply)({"params": params}, frames)).count(
+      "conv_general_dilated")
+  assert count(winograd_model) < count(direct_model)
