@@ -75,12 +75,19 @@ def test_dispatch_takes_only_eligible_convolutions():
   assert _uses_lax_conv(lambda x, w: auto(x, w, (1, 1), pad1, dimension_numbers=NHWC), x, w)
 
 
+def test_auto_selection():
+  # Wide layers always; 64-channel layers only while their input is small.
+  assert winograd.auto_selects((5, 46, 46, 512), (3, 3, 512, 256))
+  assert winograd.auto_selects((40, 20, 20, 64), (3, 3, 64, 64))
+  assert not winograd.auto_selects((5, 368, 368, 64), (3, 3, 64, 64))
+  assert not winograd.auto_selects((40, 10, 10, 64), (3, 3, 64, 32))
+
+
 def test_make_conv_backends_and_errors():
   assert winograd.make_conv("auto", backend="gpu") is None
   assert winograd.make_conv("auto", backend="tpu") is None
   assert winograd.make_conv("direct") is None
-  auto = winograd.make_conv("auto", backend="cpu")
-  assert auto.keywords["min_channels"] == winograd.AUTO_MIN_CHANNELS
+  assert winograd.make_conv("auto", backend="cpu").keywords["auto"]
   with pytest.raises(ValueError, match="conv_algorithm"):
     winograd.make_conv("fft")
   with pytest.raises(ValueError, match="winograd_tile"):
