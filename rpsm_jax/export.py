@@ -53,7 +53,9 @@ def export_run(run: inference.Run, platforms: Optional[Sequence[str]] = DEFAULT_
     The jax.export.Exported; `.serialize()` gives the bytes.
   """
   size, clip_length = run.config.model.input_size, run.config.clip_length
-  forward = inference.make_forward_mm(run.model, run.norm)
+  # Direct convolutions: one module serves every platform, and on GPUs/TPUs Winograd's
+  # transforms (config.model.conv_algorithm on a CPU host) would only add memory traffic.
+  forward = inference.make_forward_mm(run.model.clone(conv=None), run.norm)
   params = jax.device_get(run.params)   # numpy constants in the module
 
   def rpsm_poses_mm(frames):

@@ -194,7 +194,11 @@ def eligible(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=
 
 
 def auto_selects(lhs_shape, rhs_shape) -> bool:
-  """Whether "auto" runs an eligible layer by Winograd (see AUTO_* above)."""
+  """Whether "auto" runs an eligible layer by Winograd (see AUTO_* above).
+
+  Symbolic shapes (jax.export's batch dimension) keep direct convolution."""
+  if not all(isinstance(d, int) for d in tuple(lhs_shape) + tuple(rhs_shape)):
+    return False
   channels = min(rhs_shape[2], rhs_shape[3])
   if channels >= AUTO_MIN_CHANNELS:
     return True

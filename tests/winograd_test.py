@@ -81,6 +81,8 @@ def test_auto_selection():
   assert winograd.auto_selects((40, 20, 20, 64), (3, 3, 64, 64))
   assert not winograd.auto_selects((5, 368, 368, 64), (3, 3, 64, 64))
   assert not winograd.auto_selects((40, 10, 10, 64), (3, 3, 64, 32))
+  batch = jax.export.symbolic_shape("b")[0]
+  assert not winograd.auto_selects((batch, 46, 46, 512), (3, 3, 512, 256))
 
 
 def test_make_conv_backends_and_errors():
