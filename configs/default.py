@@ -45,8 +45,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.share_2d = False               # one set of 2D layers for all stages
   config.model.remat_trunk = False
   config.model.dtype = "float32"              # compute dtype: float32 | bfloat16
-  # 3x3 convolutions: auto (Winograd F(m,3) for layers >= 128 channels on CPUs, lax.conv
-  # on GPUs/TPUs) | direct | winograd (every float32 3x3/1 layer); see rpsm_jax/winograd.
+  # 3x3 convolutions: auto (Winograd F(m,3) for wide layers on CPUs, lax.conv on GPUs and
+  # TPUs) | direct | winograd (every float32 3x3/1 layer); see rpsm_jax/winograd.py.
   config.model.conv_algorithm = "auto"
   config.model.winograd_tile = 0              # 0 (by image size) | 2 | 4
   # Trunk start: "" (random), "vgg19:<torchvision VGG-19 state_dict file>" (conv1_1 to
