@@ -34,7 +34,8 @@ be reset and also holds compile-time autotuning scratch; it is in the JSON). XLA
 peak is reported on every backend.
 
 CPU runs restart themselves with jemalloc preloaded when the system has it
-(--allocator=auto, the default; `apt-get install libjemalloc2`): XLA:CPU allocates its
+(--allocator=auto, the default, when no accelerator plugin is installed;
+`apt-get install libjemalloc2`): XLA:CPU allocates its
 buffers per call and glibc maps large ones fresh each time; jemalloc made the synthetic
 train step ~10% and inference ~20% faster. --allocator=system keeps the process's malloc.
 """
@@ -711,9 +712,7 @@ def define_flags() -> None:
   flags.DEFINE_bool("streaming", False, "Also run the streaming benchmark.")
   flags.DEFINE_integer("torch_threads", 0, "Torch's CPU threads (0: as many as XLA uses).")
   flags.DEFINE_integer("matmul_size", 0, "Roofline matmul side (0: 2048 CPU, 8192 GPU).")
-  flags.DEFINE_enum("allocator", "auto", ["auto", "jemalloc", "system"],
-                    "auto: restart with jemalloc preloaded when the system has it "
-                    "(apt-get install libjemalloc2); system: the process's own malloc.")
+  flags.DEFINE_enum("allocator", "auto", xla_cpu.ALLOCATORS, xla_cpu.ALLOCATOR_HELP)
 
 
 def main(argv):
@@ -721,11 +720,10 @@ def main(argv):
     raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
   if FLAGS.config is None:
     raise app.UsageError("--config is required, e.g. --config=configs/synthetic.py")
-  if FLAGS.allocator != "system":
-    xla_cpu.reexec_with_jemalloc()   # returns only if jemalloc is loaded or missing
-    if FLAGS.allocator == "jemalloc" and not xla_cpu.jemalloc_loaded():
-      raise app.UsageError("--allocator=jemalloc: no libjemalloc.so.2 found "
-                           "(apt-get install libjemalloc2)")
+  try:
+    xla_cpu.use_allocator(FLAGS.allocator)
+  except RuntimeError as e:
+    raise app.UsageError(str(e)) from e
   results = run_benchmark(
       FLAGS.config, FLAGS.frameworks, FLAGS.batch, FLAGS.repeats, FLAGS.steps,
       FLAGS.warmup, FLAGS.torch_compile, FLAGS.channels_last, FLAGS.pipeline,

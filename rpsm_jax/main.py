@@ -14,6 +14,8 @@ import rpsm_jax  # noqa: F401  (sets XLA:CPU options before JAX starts)
 
 import jax
 
+from rpsm_jax import xla_cpu
+
 FLAGS = flags.FLAGS
 _MODES = ("train", "eval", "summary", "pretrain2d")
 
@@ -26,6 +28,7 @@ flags.DEFINE_enum("mode", "train", _MODES,
                   "the trunk on 2D joint heatmaps (config.pretrain2d).")
 flags.DEFINE_integer("checkpoint_step", None,
                      "--mode=eval: the checkpoint step to evaluate (default: latest).")
+flags.DEFINE_enum("allocator", "auto", xla_cpu.ALLOCATORS, xla_cpu.ALLOCATOR_HELP)
 flags.mark_flags_as_required(["config"])
 
 
@@ -39,6 +42,11 @@ class _QuietLibraries(logging_lib.Filter):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
+  try:
+    xla_cpu.use_allocator(FLAGS.allocator)
+  except RuntimeError as e:
+    raise app.UsageError(str(e)) from e
+  logging.info("malloc: %s", "jemalloc" if xla_cpu.jemalloc_loaded() else "system")
   for handler in logging_lib.getLogger().handlers:
     handler.addFilter(_QuietLibraries())
   config = FLAGS.config
