@@ -636,21 +636,18 @@ def format_table(results: dict) -> str:
       v = info.get(f"{phase}_host_peak_rss_delta_mb")
     return _fmt(v, ".0f")
 
-  rows = [
-      ("train frames/s", lambda i: _rate(i.get("train_frames_per_s"))),
-      ("  [min, max]", lambda i: spread(i, "train_frames_per_s")),
-      ("train ms/step", lambda i: _fmt(i["train_ms_per_step"]["median"])),
-      ("train CPU s/step",
-       lambda i: _fmt(i.get("train_cpu_s_per_step", {}).get("median"), ".2f")),
-      ("train GFLOP/s", lambda i: _fmt(i.get("train_gflops_per_s"))),
-      ("train % of matmul", lambda i: _fmt(100 * i["train_fraction_of_matmul"], ".0f")),
-      ("infer frames/s", lambda i: _rate(i.get("infer_frames_per_s"))),
-      ("  [min, max]", lambda i: spread(i, "infer_frames_per_s")),
-      ("infer ms/step", lambda i: _fmt(i["infer_ms_per_step"]["median"])),
-      ("infer CPU s/step",
-       lambda i: _fmt(i.get("infer_cpu_s_per_step", {}).get("median"), ".2f")),
-      ("infer GFLOP/s", lambda i: _fmt(i.get("infer_gflops_per_s"))),
-      ("infer % of matmul", lambda i: _fmt(100 * i["infer_fraction_of_matmul"], ".0f")),
+  def speed_rows(p):   # p: "train" or "infer"
+    return [
+        (f"{p} frames/s", lambda i: _rate(i.get(f"{p}_frames_per_s"))),
+        ("  [min, max]", lambda i: spread(i, f"{p}_frames_per_s")),
+        (f"{p} ms/step", lambda i: _fmt(i[f"{p}_ms_per_step"]["median"])),
+        (f"{p} CPU s/step",
+         lambda i: _fmt(i.get(f"{p}_cpu_s_per_step", {}).get("median"), ".2f")),
+        (f"{p} GFLOP/s", lambda i: _fmt(i.get(f"{p}_gflops_per_s"))),
+        (f"{p} % of matmul", lambda i: _fmt(100 * i[f"{p}_fraction_of_matmul"], ".0f")),
+    ]
+
+  rows = speed_rows("train") + speed_rows("infer") + [
       ("train compile s", lambda i: _fmt(i.get("train_compile_s", 0.0)
                                          + i["train_first_call_s"], ".2f")),
       ("infer compile s", lambda i: _fmt(i.get("infer_compile_s", 0.0)

@@ -32,6 +32,7 @@ def create_model(model_config) -> RPSM:
       share_2d=model_config.share_2d,
       remat_trunk=model_config.remat_trunk,
       initializer=model_config.initializer,
+      # .get: the config.json of runs saved before these fields existed.
       conv=winograd.make_conv(model_config.get("conv_algorithm", "auto"),
                               model_config.get("winograd_tile", 0)),
       dtype=DTYPES[model_config.dtype])
