@@ -4,6 +4,7 @@ Unknown keys and wrong types are already refused by ml_collections (locked confi
 typed fields); this catches values and combinations, naming the field at fault.
 """
 
+from rpsm_jax import convolution
 from rpsm_jax import winograd
 from rpsm_jax.models.adaption import VARIANTS
 from rpsm_jax.models.layers import INITS
@@ -36,8 +37,8 @@ def check(config, num_devices: int = 1) -> None:
        f"got {m.temporal!r}")
   need(m.initializer in INITS, f"config.model.initializer must be one of {INITS}, "
        f"got {m.initializer!r}")
-  need(m.conv_algorithm in winograd.ALGORITHMS, "config.model.conv_algorithm must be one "
-       f"of {winograd.ALGORITHMS}, got {m.conv_algorithm!r}")
+  need(m.conv_algorithm in convolution.ALGORITHMS, "config.model.conv_algorithm must be one "
+       f"of {convolution.ALGORITHMS}, got {m.conv_algorithm!r}")
   need(m.winograd_tile in (0,) + winograd.TILES, "config.model.winograd_tile must be 0 "
        f"(auto) or one of {winograd.TILES}, got {m.winograd_tile!r}")
   need(m.dtype in _DTYPES, f"config.model.dtype must be one of {_DTYPES}, got {m.dtype!r}")

@@ -16,14 +16,13 @@ over tiles plus a small transform. The batch products use the backend's dot.
 
 Accuracy (float32, vs lax.conv, random inputs): max error relative to the largest output
 2e-7 for F(2, 3), 3e-6 for F(4, 3); only float32 convolutions take this path. GPUs and
-TPUs keep lax.conv under config.model.conv_algorithm "auto" (make_conv): cuDNN and the TPU
+TPUs keep lax.conv under config.model.conv_algorithm "auto" (rpsm_jax.convolution): cuDNN and the TPU
 compiler pick their own algorithms, and there the transforms would only add memory traffic.
 
 Shapes: x (N, H, W, C) NHWC, w (3, 3, C, O) HWIO, y (N, H, W, O).
 """
 
 import functools
-from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +30,6 @@ from jax import lax
 import numpy as np
 
 TILES = (2, 4)
-ALGORITHMS = ("auto", "direct", "winograd")
 # "auto" on CPUs: layers with >= 128 input and output channels, and layers with >= 64 whose
 # input fits in a server CPU's last-level cache (measured on a 32 MiB-L3 EPYC: 64-channel
 # layers at 20x20 and 10x10, 40 images, gained in training and inference; at 368x368
@@ -39,6 +37,12 @@ ALGORITHMS = ("auto", "direct", "winograd")
 AUTO_MIN_CHANNELS = 128
 AUTO_CACHED_MIN_CHANNELS = 64
 AUTO_CACHED_BYTES = 16 * 2**20
+# "auto" where oneDNN is available (rpsm_jax.convolution): Winograd for layers with >= 128
+# input and output channels, where it beat oneDNN's direct convolution in training (forward
+# + backward, ms, oneDNN / Winograd: 46x46x512 x5 696 / 449; 92x92x256 x5 697 / 387;
+# 184x184x128 x5 778 / 628; 10x10x128 x40 14.4 / 12.6) and 64-channel layers lost
+# (184x184x64->128 358 / 423, 368x368x64 735 / 1051, 20x20x64 x40 17.0 / 18.1).
+OVER_ONEDNN_MIN_CHANNELS = 128
 
 # (B^T, G, A^T) of Lavin & Gray (2016) for output tile m and kernel 3; tile a = m + 2.
 _MATRICES = {
@@ -193,13 +197,16 @@ def eligible(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=
   return lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == nhwc
 
 
-def auto_selects(lhs_shape, rhs_shape) -> bool:
-  """Whether "auto" runs an eligible layer by Winograd (see AUTO_* above).
+def auto_selects(lhs_shape, rhs_shape, over_onednn: bool = False) -> bool:
+  """Whether "auto" runs an eligible layer by Winograd rather than XLA's convolution (see
+  AUTO_* above) or, `over_onednn`, rather than oneDNN's (OVER_ONEDNN_* above).
 
   Symbolic shapes (jax.export's batch dimension) keep direct convolution."""
   if not all(isinstance(d, int) for d in tuple(lhs_shape) + tuple(rhs_shape)):
     return False
   channels = min(rhs_shape[2], rhs_shape[3])
+  if over_onednn:
+    return channels >= OVER_ONEDNN_MIN_CHANNELS
   if channels >= AUTO_MIN_CHANNELS:
     return True
   return (channels >= AUTO_CACHED_MIN_CHANNELS
@@ -227,25 +234,3 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
   return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation,
                                   rhs_dilation, dimension_numbers, feature_group_count,
                                   precision=precision, **kwargs)
-
-
-def make_conv(algorithm: str, tile: int = 0, backend: Optional[str] = None):
-  """nn.Conv's `conv_general_dilated` for config.model.conv_algorithm (None: lax's).
-
-  "auto": Winograd for the layers auto_selects() when the backend (default: JAX's) is the
-  CPU, direct convolution elsewhere. "winograd": every eligible layer, any backend.
-  "direct": lax everywhere.
-  """
-  if algorithm not in ALGORITHMS:
-    raise ValueError(f"config.model.conv_algorithm must be one of {ALGORITHMS}, "
-                     f"got {algorithm!r}")
-  if tile not in (0,) + TILES:
-    raise ValueError(f"config.model.winograd_tile must be 0 (auto) or one of {TILES}, "
-                     f"got {tile!r}")
-  if algorithm == "auto":
-    if (backend or jax.default_backend()) != "cpu":
-      return None
-    return functools.partial(conv_general_dilated, tile=tile, auto=True)
-  if algorithm == "winograd":
-    return functools.partial(conv_general_dilated, tile=tile)
-  return None

@@ -1,5 +1,7 @@
 """Winograd convolution (rpsm_jax.winograd) against lax.conv, and its use in the model."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -8,6 +10,7 @@ import pytest
 
 from configs import synthetic_tiny
 from rpsm_jax import config_checks
+from rpsm_jax import convolution
 from rpsm_jax import models
 from rpsm_jax import winograd
 
@@ -49,7 +52,7 @@ def _uses_lax_conv(fn, *args) -> bool:
 
 
 def test_dispatch_takes_only_eligible_convolutions():
-  conv = winograd.make_conv("winograd")
+  conv = convolution.make_conv("winograd")
   x, w = _random((1, 8, 8, 4), 0), _random((3, 3, 4, 4), 1)
   pad1 = ((1, 1), (1, 1))
   assert not _uses_lax_conv(lambda x, w: conv(x, w, (1, 1), pad1, dimension_numbers=NHWC),
@@ -70,8 +73,8 @@ def test_dispatch_takes_only_eligible_convolutions():
   w5 = _random((5, 5, 4, 4), 1)
   assert _uses_lax_conv(lambda x, w: conv(x, w, (1, 1), ((2, 2), (2, 2)),
                                           dimension_numbers=NHWC), x, w5)
-  # auto's channel threshold: 4 channels stay direct.
-  auto = winograd.make_conv("auto", backend="cpu")
+  # auto's channel threshold (XLA's convolutions): 4 channels stay direct.
+  auto = functools.partial(winograd.conv_general_dilated, auto=True)
   assert _uses_lax_conv(lambda x, w: auto(x, w, (1, 1), pad1, dimension_numbers=NHWC), x, w)
 
 
@@ -83,17 +86,10 @@ def test_auto_selection():
   assert not winograd.auto_selects((40, 10, 10, 64), (3, 3, 64, 32))
   batch = jax.export.symbolic_shape("b")[0]
   assert not winograd.auto_selects((batch, 46, 46, 512), (3, 3, 512, 256))
-
-
-def test_make_conv_backends_and_errors():
-  assert winograd.make_conv("auto", backend="gpu") is None
-  assert winograd.make_conv("auto", backend="tpu") is None
-  assert winograd.make_conv("direct") is None
-  assert winograd.make_conv("auto", backend="cpu").keywords["auto"]
-  with pytest.raises(ValueError, match="conv_algorithm"):
-    winograd.make_conv("fft")
-  with pytest.raises(ValueError, match="winograd_tile"):
-    winograd.make_conv("winograd", tile=3)
+  # Beside oneDNN: >= 128 channels at any size, never 64.
+  assert winograd.auto_selects((5, 184, 184, 128), (3, 3, 128, 128), over_onednn=True)
+  assert not winograd.auto_selects((40, 20, 20, 64), (3, 3, 64, 64), over_onednn=True)
+  assert not winograd.auto_selects((40, 10, 10, 128), (3, 3, 128, 64), over_onednn=True)
 
 
 def test_config_check_names_bad_fields():

@@ -2,7 +2,7 @@
 
 import jax.numpy as jnp
 
-from rpsm_jax import winograd
+from rpsm_jax import convolution
 
 from rpsm_jax.models.adaption import FeatureAdaption
 from rpsm_jax.models.pose2d import StagePose2D
@@ -33,6 +33,6 @@ def create_model(model_config) -> RPSM:
       remat_trunk=model_config.remat_trunk,
       initializer=model_config.initializer,
       # .get: the config.json of runs saved before these fields existed.
-      conv=winograd.make_conv(model_config.get("conv_algorithm", "auto"),
-                              model_config.get("winograd_tile", 0)),
+      conv=convolution.make_conv(model_config.get("conv_algorithm", "auto"),
+                                 model_config.get("winograd_tile", 0)),
       dtype=DTYPES[model_config.dtype])

@@ -1,0 +1,65 @@
+"""Which convolution implementation the model's layers use (config.model.conv_algorithm).
+
+- "direct": lax.conv_general_dilated everywhere (XLA's own kernels; cuDNN on GPUs).
+- "winograd": Winograd F(m, 3) (rpsm_jax.winograd) for every float32 3x3/1 layer.
+- "onednn": oneDNN (rpsm_jax.onednn, an FFI custom call) for every float32 NHWC layer;
+  CPU only, and an error where oneDNN cannot be built.
+- "auto": on the CPU backend, oneDNN where available plus Winograd for the wide layers
+  where it is faster still (WINOGRAD_OVER_ONEDNN), else the Winograd/direct mix of
+  winograd.auto_selects; on GPUs and TPUs, lax (cuDNN and the TPU compiler choose their
+  own algorithms, and custom calls or transforms would only get in their way).
+
+make_conv returns nn.Conv's `conv_general_dilated` (None: flax's default, lax's).
+"""
+
+import functools
+import logging
+from typing import Optional
+
+import jax
+
+from rpsm_jax import onednn
+from rpsm_jax import winograd
+
+ALGORITHMS = ("auto", "direct", "winograd", "onednn")
+
+
+def _auto_cpu(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+              dimension_numbers=None, feature_group_count=1, precision=None, *,
+              tile: int = 0, **kwargs):
+  """oneDNN for every eligible layer, Winograd for the wide ones auto_selects."""
+  args = (lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+          feature_group_count)
+  if (not kwargs and winograd.eligible(*args)
+      and winograd.auto_selects(lhs.shape, rhs.shape, over_onednn=True)):
+    return winograd.conv3x3(lhs, rhs, tile or winograd.choose_tile(lhs.shape))
+  return onednn.conv_general_dilated(*args, precision=precision, **kwargs)
+
+
+def make_conv(algorithm: str, tile: int = 0, backend: Optional[str] = None):
+  """nn.Conv's `conv_general_dilated` for config.model.conv_algorithm (None: lax's).
+
+  backend: the platform the model will run on (default: JAX's default backend).
+  """
+  if algorithm not in ALGORITHMS:
+    raise ValueError(f"config.model.conv_algorithm must be one of {ALGORITHMS}, "
+                     f"got {algorithm!r}")
+  if tile not in (0,) + winograd.TILES:
+    raise ValueError(f"config.model.winograd_tile must be 0 (auto) or one of "
+                     f"{winograd.TILES}, got {tile!r}")
+  on_cpu = (backend or jax.default_backend()) == "cpu"
+  if algorithm == "winograd":
+    return functools.partial(winograd.conv_general_dilated, tile=tile)
+  if algorithm == "onednn":
+    if not on_cpu:
+      raise ValueError("config.model.conv_algorithm='onednn' runs on CPUs only; use 'auto' "
+                       "or 'direct' on GPUs and TPUs")
+    onednn.load()   # raises with the reason (no compiler, no libdnnl-dev)
+    return onednn.conv_general_dilated
+  if algorithm == "direct" or not on_cpu:
+    return None
+  ok, why = onednn.available()
+  if ok:
+    return functools.partial(_auto_cpu, tile=tile)
+  logging.info("conv_algorithm auto: %s Using XLA's convolutions.", why)
+  return functools.partial(winograd.conv_general_dilated, tile=tile, auto=True)

@@ -1,0 +1,269 @@
+// oneDNN convolutions as XLA:CPU FFI custom calls (rpsm_jax/onednn.py builds and loads this).
+//
+// Three handlers over float32 NHWC activations and HWIO kernels (lax's layout in rpsm_jax):
+//   RpsmOnednnConvForward(x[N,H,W,C], w[KH,KW,C,O]) -> y[N,OH,OW,O]
+//   RpsmOnednnConvBackwardData(dy[N,OH,OW,O], w[KH,KW,C,O]) -> dx[N,H,W,C]
+//   RpsmOnednnConvBackwardWeights(x[N,H,W,C], dy[N,OH,OW,O]) -> dw[KH,KW,C,O]
+// Attributes: stride_h, stride_w, pad_top, pad_left (pixels). The bottom/right padding
+// follows from the buffer shapes. Activations are handed to oneDNN in place (format tag
+// nhwc, what PyTorch's channels_last uses); kernels are reordered to the format the chosen
+// implementation wants, per call (they are small).
+//
+// Written against the oneDNN 2.x C++ API (Debian/Ubuntu libdnnl-dev 2.6 and later 2.x).
+// Primitives are built once per shape and cached; scratchpads are per calling thread, so
+// XLA may run several of these calls concurrently.
+
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "oneapi/dnnl/dnnl.hpp"
+#include "xla/ffi/api/ffi.h"
+
+#if DNNL_VERSION_MAJOR != 2
+#error "rpsm_jax's oneDNN convolutions are written for the oneDNN 2.x API"
+#endif
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+enum class Kind { kForward, kBackwardData, kBackwardWeights };
+
+struct Shape {
+  int64_t n, h, w, c, kh, kw, o, oh, ow, sh, sw, pt, pl;
+  auto Tie() const { return std::tie(n, h, w, c, kh, kw, o, oh, ow, sh, sw, pt, pl); }
+  bool operator<(const Shape& other) const { return Tie() < other.Tie(); }
+};
+
+dnnl::engine& Engine() {
+  static dnnl::engine* engine = new dnnl::engine(dnnl::engine::kind::cpu, 0);
+  return *engine;
+}
+
+using tag = dnnl::memory::format_tag;
+using dt = dnnl::memory::data_type;
+
+struct Descs {
+  dnnl::memory::desc src, dst, weights_any, weights_hwio;
+  dnnl::memory::dims strides, pad_l, pad_r;
+  explicit Descs(const Shape& s)
+      : src({s.n, s.c, s.h, s.w}, dt::f32, tag::nhwc),
+        dst({s.n, s.o, s.oh, s.ow}, dt::f32, tag::nhwc),
+        weights_any({s.o, s.c, s.kh, s.kw}, dt::f32, tag::any),
+        weights_hwio({s.o, s.c, s.kh, s.kw}, dt::f32, tag::hwio),
+        strides({s.sh, s.sw}),
+        pad_l({s.pt, s.pl}),
+        // oneDNN wants the padding that makes (in + pads - k) / stride + 1 exact.
+        pad_r({(s.oh - 1) * s.sh + s.kh - s.h - s.pt, (s.ow - 1) * s.sw + s.kw - s.w - s.pl}) {}
+};
+
+dnnl::primitive_attr UserScratchpad() {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return attr;
+}
+
+dnnl::convolution_forward::primitive_desc ForwardDesc(const Descs& d) {
+  dnnl::convolution_forward::desc desc(
+      dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, d.src,
+      d.weights_any, d.dst, d.strides, d.pad_l, d.pad_r);
+  return dnnl::convolution_forward::primitive_desc(desc, UserScratchpad(), Engine());
+}
+
+// One cached convolution: the primitive, its kernel format, and the kernel reorder.
+struct Entry {
+  dnnl::primitive primitive;
+  dnnl::memory::desc weights;       // the implementation's kernel format
+  dnnl::memory::desc scratchpad;
+  bool reorder_weights = false;
+  dnnl::reorder weights_reorder;    // HWIO -> weights (forward, data) or back (weights)
+  std::string impl;
+};
+
+std::unique_ptr<Entry> Build(Kind kind, const Shape& s) {
+  Descs d(s);
+  auto entry = std::make_unique<Entry>();
+  auto forward = ForwardDesc(d);
+  if (kind == Kind::kForward) {
+    entry->primitive = dnnl::convolution_forward(forward);
+    entry->weights = forward.weights_desc();
+    entry->scratchpad = forward.scratchpad_desc();
+    entry->impl = forward.impl_info_str();
+  } else if (kind == Kind::kBackwardData) {
+    dnnl::convolution_backward_data::desc desc(dnnl::algorithm::convolution_direct, d.src,
+                                               d.weights_any, d.dst, d.strides, d.pad_l,
+                                               d.pad_r);
+    dnnl::convolution_backward_data::primitive_desc pd(desc, UserScratchpad(), Engine(),
+                                                       forward);
+    entry->primitive = dnnl::convolution_backward_data(pd);
+    entry->weights = pd.weights_desc();
+    entry->scratchpad = pd.scratchpad_desc();
+    entry->impl = pd.impl_info_str();
+  } else {
+    dnnl::convolution_backward_weights::desc desc(dnnl::algorithm::convolution_direct, d.src,
+                                                  d.weights_any, d.dst, d.strides, d.pad_l,
+                                                  d.pad_r);
+    dnnl::convolution_backward_weights::primitive_desc pd(desc, UserScratchpad(), Engine(),
+                                                          forward);
+    entry->primitive = dnnl::convolution_backward_weights(pd);
+    entry->weights = pd.diff_weights_desc();
+    entry->scratchpad = pd.scratchpad_desc();
+    entry->impl = pd.impl_info_str();
+  }
+  entry->reorder_weights = entry->weights != d.weights_hwio;
+  if (entry->reorder_weights) {
+    entry->weights_reorder = kind == Kind::kBackwardWeights
+        ? dnnl::reorder(dnnl::reorder::primitive_desc(Engine(), entry->weights, Engine(),
+                                                      d.weights_hwio))
+        : dnnl::reorder(dnnl::reorder::primitive_desc(Engine(), d.weights_hwio, Engine(),
+                                                      entry->weights));
+  }
+  return entry;
+}
+
+Entry& Lookup(Kind kind, const Shape& s) {
+  static std::mutex mutex;
+  static auto* cache = new std::map<std::pair<int, Shape>, std::unique_ptr<Entry>>();
+  std::lock_guard<std::mutex> lock(mutex);
+  auto key = std::make_pair(static_cast<int>(kind), s);
+  auto it = cache->find(key);
+  if (it == cache->end()) it = cache->emplace(key, Build(kind, s)).first;
+  return *it->second;
+}
+
+// Per-thread scratch memory, grown on demand (XLA may run calls on several threads).
+void* ThreadBuffer(int which, size_t bytes) {
+  thread_local std::vector<char> buffers[2];
+  auto& b = buffers[which];
+  if (b.size() < bytes + 64) b.resize(bytes + 64);
+  auto address = reinterpret_cast<uintptr_t>(b.data());
+  return reinterpret_cast<void*>((address + 63) & ~uintptr_t{63});
+}
+
+ffi::Error Run(Kind kind, const Shape& s, float* x, float* w, float* y) {
+  // x: input activations (or their gradient), w: kernel (or its gradient), y: output
+  // activations (or their gradient); one of them is written, by kind.
+  if (s.n == 0 || s.c == 0 || s.o == 0 || s.oh == 0 || s.ow == 0) {
+    if (kind == Kind::kBackwardWeights) std::memset(w, 0, sizeof(float) * s.kh * s.kw * s.c * s.o);
+    if (kind == Kind::kBackwardData) std::memset(x, 0, sizeof(float) * s.n * s.h * s.w * s.c);
+    return ffi::Error::Success();
+  }
+  try {
+    Entry& e = Lookup(kind, s);
+    Descs d(s);
+    dnnl::engine& engine = Engine();
+    thread_local dnnl::stream stream(Engine());
+    dnnl::memory src(d.src, engine, x), dst(d.dst, engine, y), user_w(d.weights_hwio, engine, w);
+    dnnl::memory prim_w = e.reorder_weights
+        ? dnnl::memory(e.weights, engine, ThreadBuffer(0, e.weights.get_size()))
+        : user_w;
+    dnnl::memory scratch(e.scratchpad, engine, ThreadBuffer(1, e.scratchpad.get_size()));
+    if (e.reorder_weights && kind != Kind::kBackwardWeights) {
+      e.weights_reorder.execute(stream, user_w, prim_w);
+    }
+    if (kind == Kind::kForward) {
+      e.primitive.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, prim_w},
+                                   {DNNL_ARG_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratch}});
+    } else if (kind == Kind::kBackwardData) {
+      e.primitive.execute(stream, {{DNNL_ARG_DIFF_SRC, src}, {DNNL_ARG_WEIGHTS, prim_w},
+                                   {DNNL_ARG_DIFF_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratch}});
+    } else {
+      e.primitive.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_WEIGHTS, prim_w},
+                                   {DNNL_ARG_DIFF_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratch}});
+      if (e.reorder_weights) e.weights_reorder.execute(stream, prim_w, user_w);
+    }
+    stream.wait();
+  } catch (const dnnl::error& error) {
+    return ffi::Error::Internal(std::string("oneDNN convolution failed: ") + error.what());
+  }
+  return ffi::Error::Success();
+}
+
+Shape MakeShape(ffi::Span<const int64_t> x, ffi::Span<const int64_t> w,
+                ffi::Span<const int64_t> y, int64_t sh, int64_t sw, int64_t pt, int64_t pl) {
+  return Shape{x[0], x[1], x[2], x[3], w[0], w[1], w[3], y[1], y[2], sh, sw, pt, pl};
+}
+
+ffi::Error CheckRanks(ffi::Span<const int64_t> x, ffi::Span<const int64_t> w,
+                      ffi::Span<const int64_t> y) {
+  if (x.size() != 4 || w.size() != 4 || y.size() != 4) {
+    return ffi::Error::InvalidArgument("oneDNN convolution: expected rank-4 NHWC/HWIO buffers");
+  }
+  if (w[2] != x[3] || w[3] != y[3] || x[0] != y[0]) {
+    return ffi::Error::InvalidArgument("oneDNN convolution: inconsistent channel or batch sizes");
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error Forward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
+                   ffi::ResultBuffer<ffi::F32> y, int64_t sh, int64_t sw, int64_t pt,
+                   int64_t pl) {
+  auto error = CheckRanks(x.dimensions(), w.dimensions(), y->dimensions());
+  if (error.failure()) return error;
+  return Run(Kind::kForward, MakeShape(x.dimensions(), w.dimensions(), y->dimensions(), sh, sw, pt, pl),
+             x.typed_data(), w.typed_data(), y->typed_data());
+}
+
+ffi::Error BackwardData(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w,
+                        ffi::ResultBuffer<ffi::F32> dx, int64_t sh, int64_t sw, int64_t pt,
+                        int64_t pl) {
+  auto error = CheckRanks(dx->dimensions(), w.dimensions(), dy.dimensions());
+  if (error.failure()) return error;
+  return Run(Kind::kBackwardData,
+             MakeShape(dx->dimensions(), w.dimensions(), dy.dimensions(), sh, sw, pt, pl),
+             dx->typed_data(), w.typed_data(), dy.typed_data());
+}
+
+ffi::Error BackwardWeights(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
+                           ffi::ResultBuffer<ffi::F32> dw, int64_t sh, int64_t sw,
+                           int64_t pt, int64_t pl) {
+  auto error = CheckRanks(x.dimensions(), dw->dimensions(), dy.dimensions());
+  if (error.failure()) return error;
+  return Run(Kind::kBackwardWeights,
+             MakeShape(x.dimensions(), dw->dimensions(), dy.dimensions(), sh, sw, pt, pl),
+             x.typed_data(), dw->typed_data(), dy.typed_data());
+}
+
+}  // namespace
+
+#define RPSM_CONV_ATTRS                                                   \
+  .Attr<int64_t>("stride_h").Attr<int64_t>("stride_w").Attr<int64_t>("pad_top") \
+      .Attr<int64_t>("pad_left")
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RpsmOnednnConvForward, Forward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>() RPSM_CONV_ATTRS);
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RpsmOnednnConvBackwardData, BackwardData,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>() RPSM_CONV_ATTRS);
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RpsmOnednnConvBackwardWeights, BackwardWeights,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>() RPSM_CONV_ATTRS);
+
+// For rpsm_jax.onednn.implementations(): the oneDNN implementation chosen for a shape.
+extern "C" int RpsmOnednnImplementation(int kind, const int64_t* dims, char* out, int size) {
+  Shape s{dims[0], dims[1], dims[2], dims[3], dims[4], dims[5], dims[6],
+          dims[7], dims[8], dims[9], dims[10], dims[11], dims[12]};
+  try {
+    std::string impl = Lookup(static_cast<Kind>(kind), s).impl;
+    std::snprintf(out, size, "%s", impl.c_str());
+    return 0;
+  } catch (const dnnl::error& error) {
+    std::snprintf(out, size, "%s", error.what());
+    return 1;
+  }
+}

@@ -1,0 +1,145 @@
+"""oneDNN convolutions through JAX's FFI (rpsm_jax.onednn) against lax.conv."""
+
+import glob
+import os
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+import numpy as np
+import pytest
+
+from configs import synthetic_tiny
+from rpsm_jax import convolution
+from rpsm_jax import models
+from rpsm_jax import onednn
+
+AVAILABLE, WHY = onednn.available()
+needs_onednn = pytest.mark.skipif(not AVAILABLE, reason=WHY)
+NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def _random(shape, seed):
+  return jax.random.normal(jax.random.PRNGKey(seed), shape, jnp.float32)
+
+
+# (x shape, kernel shape, strides, padding): the model's 3x3/1 and 5x5/2 layers, a 1x1,
+# uneven and zero padding, odd sizes where a stride-2 window leaves pixels over, C != O.
+CASES = [
+    ((2, 9, 11, 3), (3, 3, 3, 5), (1, 1), ((1, 1), (1, 1))),
+    ((2, 10, 10, 4), (5, 5, 4, 6), (2, 2), ((2, 2), (2, 2))),
+    ((2, 9, 9, 4), (5, 5, 4, 6), (2, 2), ((2, 2), (2, 2))),
+    ((1, 7, 8, 4), (1, 1, 4, 3), (1, 1), ((0, 0), (0, 0))),
+    ((3, 6, 7, 2), (3, 3, 2, 4), (1, 2), ((0, 2), (1, 0))),
+    ((1, 12, 12, 16), (3, 3, 16, 16), (1, 1), ((1, 1), (1, 1))),
+]
+
+
+@needs_onednn
+@pytest.mark.parametrize("x_shape, w_shape, strides, padding", CASES)
+def test_conv_and_gradients_match_lax(x_shape, w_shape, strides, padding):
+  x, w = _random(x_shape, 0), _random(w_shape, 1)
+
+  def ref(x, w):
+    return lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=NHWC)
+
+  def mine(x, w):
+    return onednn.conv_general_dilated(x, w, strides, padding, dimension_numbers=NHWC)
+
+  y_ref, vjp_ref = jax.vjp(ref, x, w)
+  dy = _random(y_ref.shape, 2)
+  y, grads = jax.jit(lambda x, w, dy: (mine(x, w), jax.vjp(mine, x, w)[1](dy)))(x, w, dy)
+  assert "ffi_call" in str(jax.make_jaxpr(mine)(x, w))
+  for got, want in zip((y,) + tuple(grads), (y_ref,) + vjp_ref(dy)):
+    assert got.shape == want.shape
+    assert float(jnp.abs(got - want).max()) <= 1e-5 * float(jnp.abs(want).max())
+
+
+@needs_onednn
+def test_ineligible_convolutions_stay_on_lax():
+  x, w = _random((1, 8, 8, 4), 0), _random((3, 3, 4, 4), 1)
+  pad1 = ((1, 1), (1, 1))
+  conv = onednn.conv_general_dilated
+  ineligible = {
+      "dilated": lambda x, w: conv(x, w, (1, 1), ((2, 2), (2, 2)), rhs_dilation=(2, 2),
+                                   dimension_numbers=NHWC),
+      "bfloat16": lambda x, w: conv(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16),
+                                    (1, 1), pad1, dimension_numbers=NHWC),
+      "NCHW": lambda x, w: conv(x[:, :4, :4], w, (1, 1), pad1,
+                                dimension_numbers=("NCHW", "HWIO", "NCHW")),
+      "SAME": lambda x, w: conv(x, w, (1, 1), "SAME", dimension_numbers=NHWC),
+      "groups": lambda x, w: conv(x, w[:, :, :2], (1, 1), pad1, dimension_numbers=NHWC,
+                                  feature_group_count=2),
+  }
+  for name, fn in ineligible.items():
+    jaxpr = str(jax.make_jaxpr(fn)(x, w))
+    assert "conv_general_dilated" in jaxpr and "ffi_call" not in jaxpr, name
+
+
+@needs_onednn
+def test_empty_batch():
+  x, w = jnp.zeros((0, 6, 6, 3)), _random((3, 3, 3, 4), 1)
+  conv = lambda x, w: onednn.conv(x, w, (1, 1), ((1, 1), (1, 1)))
+  y, vjp = jax.vjp(conv, x, w)
+  dx, dw = jax.jit(vjp)(jnp.zeros(y.shape))
+  assert y.shape == (0, 6, 6, 4) and dx.shape == x.shape
+  np.testing.assert_array_equal(dw, np.zeros(w.shape))
+
+
+@needs_onednn
+def test_implementation_is_reported():
+  name = onednn.implementation("weights", (2, 9, 11, 3), (3, 3, 3, 5), (2, 9, 11, 5),
+                               (1, 1), (1, 1))
+  assert name and "error" not in name.lower(), name
+
+
+@needs_onednn
+def test_model_outputs_and_gradients_match_direct():
+  config = synthetic_tiny.get_config()
+  config.model.conv_algorithm = "direct"
+  direct_model = models.create_model(config.model)
+  config.model.conv_algorithm = "onednn"
+  onednn_model = models.create_model(config.model)
+  s = config.model.input_size
+  frames = jax.random.uniform(jax.random.PRNGKey(0), (2, config.clip_length, s, s, 3)) - 0.5
+  params = direct_model.init(jax.random.PRNGKey(1), frames)["params"]
+
+  def loss(model):
+    return lambda p: jnp.sum(model.apply({"params": p}, frames) ** 2)
+
+  np.testing.assert_allclose(onednn_model.apply({"params": params}, frames),
+                             direct_model.apply({"params": params}, frames),
+                             rtol=1e-4, atol=1e-5)
+  grad_d = jax.grad(loss(direct_model))(params)
+  grad_o = jax.jit(jax.grad(loss(onednn_model)))(params)
+  for (path, gd), go in zip(jax.tree_util.tree_leaves_with_path(grad_d),
+                            jax.tree.leaves(grad_o)):
+    scale = float(jnp.abs(gd).max()) + 1e-6
+    assert float(jnp.abs(go - gd).max()) <= 1e-4 * scale, jax.tree_util.keystr(path)
+  # Every convolution of the model went to oneDNN.
+  jaxpr = str(jax.make_jaxpr(onednn_model.apply)({"params": params}, frames))
+  assert "conv_general_dilated" not in jaxpr and "ffi_call" in jaxpr
+
+
+def test_failed_build_is_reported_and_leaves_no_library(monkeypatch, tmp_path):
+  monkeypatch.setitem(onednn._state, "library", None)  # pylint: disable=protected-access
+  monkeypatch.setitem(onednn._state, "error", None)  # pylint: disable=protected-access
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+  monkeypatch.setenv("CXX", "false")   # a "compiler" that always fails
+  with pytest.raises(RuntimeError, match="onednn_conv.cc"):
+    onednn.load()
+  ok, why = onednn.available()   # the reason is kept, not retried per layer
+  assert not ok and "libdnnl-dev" in why
+  assert not glob.glob(os.path.join(str(tmp_path), "**", "*.so"), recursive=True)
+  with pytest.raises(RuntimeError, match="oneDNN convolutions unavailable"):
+    convolution.make_conv("onednn", backend="cpu")
+  # "auto" falls back to XLA's convolutions (and Winograd for the layers it selects).
+  auto = convolution.make_conv("auto", backend="cpu")
+  assert auto.func is convolution.winograd.conv_general_dilated and auto.keywords["auto"]
+
+
+@needs_onednn
+def test_build_is_cached_per_machine():
+  path = onednn.load()._name  # pylint: disable=protected-access
+  assert os.path.dirname(path) == onednn.cache_dir()
+  assert os.path.basename(path).startswith("onednn_conv_") and os.path.exists(path)
