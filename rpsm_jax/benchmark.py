@@ -1,9 +1,9 @@
-r"""`python -m rpsm_jax.benchmark`: JAX vs the Torch port, side by side, in one process.
+r"""`python -m rpsm_jax.benchmark`: JAX vs the Torch port, side by side, in one run.
 
   python -m rpsm_jax.benchmark --config=configs/synthetic.py [--frameworks=jax,torch]
       [--batch=N] [--repeats=N] [--steps=N] [--json=FILE] [--torch_compile]
       [--channels_last] [--pipeline] [--streaming] [--torch_threads=N]
-      [--allocator=auto|jemalloc|system] [--config.field=value ...]
+      [--allocator=auto|jemalloc|system] [--notorch_worker] [--config.field=value ...]
 
 For the same config, batch (clips of config.clip_length frames), input size and weights,
 each framework runs
@@ -14,7 +14,9 @@ each framework runs
 Both take the uint8 frames as the pipeline delivers them (already on the device) and
 convert them inside the step. Timings of the frameworks are interleaved repeat by repeat,
 so a noisy, shared machine slows both alike; each timing runs `steps` steps back to back
-and the table gives the median and [min, max] over `repeats` timings after warm-up.
+and the table gives the median and [min, max] over `repeats` timings after warm-up. On
+CPUs the port runs in a worker process (ProcessRunner: the two would otherwise share one
+OpenMP runtime and slow each other), driven from this one.
 
 FLOPs: forward FLOPs per frame come from XLA's cost analysis of the forward pass (its
 unoptimised HLO, so GPUs count convolutions too; on CPUs this is
@@ -51,6 +53,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from typing import Any, Callable, Optional, Sequence
 
 from absl import app
@@ -71,6 +74,9 @@ from rpsm_jax import xla_cpu
 
 FRAMEWORKS = ("jax", "torch")
 TRAIN_FLOPS_PER_FORWARD = 3.0   # forward + backward (2x forward)
+# Pause before each timing: OpenMP threads (the port's, oneDNN's) spin-wait for a few ms
+# after their last parallel region and would take CPU from the next runner's timing.
+_SETTLE_S = 0.05
 
 
 # --------------------------------------------------------------------------- measuring
@@ -175,6 +181,83 @@ class Runner:
   infer: Callable[[], None]
   sync: Callable[[], None]
   info: dict
+
+  def warm_up(self, phase: str, calls: int) -> dict:
+    return _warm_up(self, phase, calls)
+
+  def time(self, phase: str, steps: int) -> tuple[float, float]:
+    """Wall and process CPU seconds per step over `steps` steps back to back."""
+    fn = getattr(self, phase)
+    self.sync()
+    start, start_cpu = time.perf_counter(), time.process_time()
+    for _ in range(steps):
+      fn()
+    self.sync()
+    return ((time.perf_counter() - start) / steps, (time.process_time() - start_cpu) / steps)
+
+  def close(self) -> None:
+    pass
+
+
+def _torch_worker(conn, config, params, batch: dict, options: dict) -> None:
+  """A worker process's loop: builds the Torch port's Runner, then answers the parent's
+  ("warm_up", phase, calls) / ("time", phase, steps) / ("close",) requests."""
+  try:
+    runner = torch_runner(config, params, batch, **options)
+    conn.send(("ok", runner.info))
+    while True:
+      request, *args = conn.recv()
+      if request == "close":
+        return
+      conn.send(("ok", getattr(runner, request)(*args)))
+  except Exception:  # pylint: disable=broad-except  (reported to the parent, which raises)
+    conn.send(("error", traceback.format_exc()))
+
+
+class ProcessRunner:
+  """A Runner living in a worker process (multiprocessing, spawn), driven over a pipe.
+
+  Why: on CPUs the port and rpsm_jax's oneDNN convolutions share one OpenMP runtime in a
+  process, and libgomp stops spin-waiting in every team once it manages more threads than
+  there are CPUs; the port's train step ran 216 -> 268 ms beside a JAX step that had called
+  oneDNN. A process of its own gives each framework the runtime a user of it would have.
+  Timings stay interleaved repeat by repeat; CPU time and peak memory are the worker's.
+  """
+
+  def __init__(self, name: str, target: Callable, args: tuple):
+    import multiprocessing  # pylint: disable=g-import-not-at-top
+    context = multiprocessing.get_context("spawn")
+    self.name = name
+    self._conn, child = context.Pipe()
+    self._process = context.Process(target=target, args=(child,) + args, daemon=True)
+    self._process.start()
+    child.close()
+    self.info = self._receive()
+
+  def _receive(self):
+    try:
+      status, value = self._conn.recv()
+    except EOFError as e:
+      raise RuntimeError(f"the {self.name} worker process died (exit code "
+                         f"{self._process.exitcode})") from e
+    if status == "error":
+      raise RuntimeError(f"the {self.name} worker process failed:\n{value}")
+    return value
+
+  def warm_up(self, phase: str, calls: int) -> dict:
+    self._conn.send(("warm_up", phase, calls))
+    return self._receive()
+
+  def time(self, phase: str, steps: int) -> tuple[float, float]:
+    self._conn.send(("time", phase, steps))
+    return self._receive()
+
+  def close(self) -> None:
+    if self._process.is_alive():
+      self._conn.send(("close",))
+      self._process.join(timeout=30)
+    if self._process.is_alive():
+      self._process.kill()
 
 
 def random_params(model, config, seed: int = 0):
@@ -380,21 +463,17 @@ def _time_interleaved(runners: Sequence[Runner], phase: str, steps: int,
                       repeats: int) -> tuple[dict, dict]:
   """Wall and process CPU seconds per step of each runner, alternating within every repeat.
 
-  CPU seconds (all threads of the process, spinning included) measure the work a step
-  costs independently of how much of the machine other processes take.
+  CPU seconds (all threads of the runner's process, spinning included) measure the work a
+  step costs independently of how much of the machine other processes take.
   """
   wall = {r.name: [] for r in runners}
   cpu = {r.name: [] for r in runners}
   for _ in range(repeats):
     for r in runners:
-      fn = getattr(r, phase)
-      r.sync()
-      start, start_cpu = time.perf_counter(), time.process_time()
-      for _ in range(steps):
-        fn()
-      r.sync()
-      wall[r.name].append((time.perf_counter() - start) / steps)
-      cpu[r.name].append((time.process_time() - start_cpu) / steps)
+      time.sleep(_SETTLE_S)
+      w, c = r.time(phase, steps)
+      wall[r.name].append(w)
+      cpu[r.name].append(c)
   return wall, cpu
 
 
@@ -482,7 +561,8 @@ def run_benchmark(config, frameworks: Sequence[str] = FRAMEWORKS, batch: int = 0
                   pipeline: bool = False, pipeline_workers: int = 0,
                   pipeline_steps: int = 4, streaming: bool = False,
                   streaming_frames: int = 50, matmul_size: int = 0,
-                  torch_threads: int = 0, log: Callable[[str], Any] = print) -> dict:
+                  torch_threads: int = 0, isolate_torch: Optional[bool] = None,
+                  log: Callable[[str], Any] = print) -> dict:
   """Measures every framework on `config` and returns the results (see module docstring).
 
   Args:
@@ -498,6 +578,7 @@ def run_benchmark(config, frameworks: Sequence[str] = FRAMEWORKS, batch: int = 0
     streaming: also run streaming.streaming_benchmark over `streaming_frames` frames.
     matmul_size: side of the roofline matrix product; 0 = 2048 on CPU, 8192 on GPU.
     torch_threads: torch's intra-op threads on CPUs; 0 = as many as XLA:CPU uses.
+    isolate_torch: run the port in a worker process (ProcessRunner); None = on CPUs.
     log: progress messages.
 
   Returns:
@@ -534,29 +615,39 @@ def run_benchmark(config, frameworks: Sequence[str] = FRAMEWORKS, batch: int = 0
       "environment": env,
   }
 
-  runners = []
-  for name in frameworks:
-    start = time.perf_counter()
-    if name == "jax":
-      runner = jax_runner(config, params, data)
-    else:
-      runner = torch_runner(config, params, data, compile_model=torch_compile,
-                            channels_last=channels_last, num_threads=threads)
-    runner.info["setup_s"] = time.perf_counter() - start
-    # Inference first: jax's device peak counter only grows.
-    for phase in ("infer", "train"):
-      for key, value in _warm_up(runner, phase, warmup).items():
-        runner.info[f"{phase}_{key}"] = value
-    log(f"{name}: ready in {time.perf_counter() - start:.1f} s")
-    runners.append(runner)
+  if isolate_torch is None:
+    isolate_torch = env["backend"] == "cpu"
+  results["torch_in_worker_process"] = bool(isolate_torch and "torch" in frameworks)
+  with contextlib.ExitStack() as stack:
+    runners = []
+    for name in frameworks:
+      start = time.perf_counter()
+      if name == "jax":
+        runner = jax_runner(config, params, data)
+      else:
+        options = dict(compile_model=torch_compile, channels_last=channels_last,
+                       num_threads=threads)
+        if isolate_torch:
+          runner = ProcessRunner("torch", _torch_worker,
+                                 (config, jax.device_get(params), data, options))
+        else:
+          runner = torch_runner(config, params, data, **options)
+      stack.callback(runner.close)
+      runner.info["setup_s"] = time.perf_counter() - start
+      # Inference first: jax's device peak counter only grows.
+      for phase in ("infer", "train"):
+        for key, value in runner.warm_up(phase, warmup).items():
+          runner.info[f"{phase}_{key}"] = value
+      log(f"{name}: ready in {time.perf_counter() - start:.1f} s")
+      runners.append(runner)
 
-  # The roofline is timed inside the same loop, so it sees the same machine load.
-  matmul_times = []
-  times, cpu_times = {}, {}
-  for phase in ("train", "infer"):
-    times[phase], cpu_times[phase] = _time_interleaved(runners + [matmul], phase, steps,
-                                                       repeats)
-    matmul_times += times[phase]["matmul"]
+    # The roofline is timed inside the same loop, so it sees the same machine load.
+    matmul_times = []
+    times, cpu_times = {}, {}
+    for phase in ("train", "infer"):
+      times[phase], cpu_times[phase] = _time_interleaved(runners + [matmul], phase, steps,
+                                                         repeats)
+      matmul_times += times[phase]["matmul"]
   rates = [matmul.info["gflop"] / t for t in matmul_times]
   roofline = float(np.median(rates))
   results["matmul_gflops_per_s"] = roofline
@@ -710,6 +801,9 @@ def define_flags() -> None:
   flags.DEFINE_integer("torch_threads", 0, "Torch's CPU threads (0: as many as XLA uses).")
   flags.DEFINE_integer("matmul_size", 0, "Roofline matmul side (0: 2048 CPU, 8192 GPU).")
   flags.DEFINE_enum("allocator", "auto", xla_cpu.ALLOCATORS, xla_cpu.ALLOCATOR_HELP)
+  flags.DEFINE_bool("torch_worker", True, "On CPUs, run the Torch port in a worker process "
+                    "(its own OpenMP runtime and allocator state); --notorch_worker: in "
+                    "this process.")
 
 
 def main(argv):
@@ -725,7 +819,7 @@ def main(argv):
       FLAGS.config, FLAGS.frameworks, FLAGS.batch, FLAGS.repeats, FLAGS.steps,
       FLAGS.warmup, FLAGS.torch_compile, FLAGS.channels_last, FLAGS.pipeline,
       FLAGS.pipeline_workers, streaming=FLAGS.streaming, matmul_size=FLAGS.matmul_size,
-      torch_threads=FLAGS.torch_threads,
+      torch_threads=FLAGS.torch_threads, isolate_torch=None if FLAGS.torch_worker else False,
       log=lambda m: print(m, file=sys.stderr, flush=True))
   print(format_table(results))
   if FLAGS.json:

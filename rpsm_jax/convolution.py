@@ -17,6 +17,7 @@ import logging
 from typing import Optional
 
 import jax
+import jax.numpy as jnp
 
 from rpsm_jax import onednn
 from rpsm_jax import winograd
@@ -24,16 +25,42 @@ from rpsm_jax import winograd
 ALGORITHMS = ("auto", "direct", "winograd", "onednn")
 
 
-def _auto_cpu(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-              dimension_numbers=None, feature_group_count=1, precision=None, *,
-              tile: int = 0, **kwargs):
-  """oneDNN for every eligible layer, Winograd for the wide ones auto_selects."""
-  args = (lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
-          feature_group_count)
-  if (not kwargs and winograd.eligible(*args)
-      and winograd.auto_selects(lhs.shape, rhs.shape, over_onednn=True)):
-    return winograd.conv3x3(lhs, rhs, tile or winograd.choose_tile(lhs.shape))
-  return onednn.conv_general_dilated(*args, precision=precision, **kwargs)
+NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+class OnednnConv:
+  """nn.Conv's `conv_general_dilated` on CPUs with oneDNN: oneDNN for eligible layers
+  (onednn.eligible), Winograd instead for those winograd.auto_selects(over_onednn=True)
+  when `with_winograd`, lax for the rest. `conv_bias_relu` lets layers.Conv2D run
+  convolution, bias and ReLU as one oneDNN call where the layer runs on oneDNN."""
+
+  def __init__(self, with_winograd: bool, tile: int = 0):
+    self.with_winograd = with_winograd
+    self.tile = tile
+
+  def _takes_winograd(self, *args) -> bool:
+    lhs, rhs = args[:2]
+    return (self.with_winograd and winograd.eligible(*args)
+            and winograd.auto_selects(lhs.shape, rhs.shape, over_onednn=True))
+
+  def __call__(self, lhs, rhs, window_strides, padding, lhs_dilation=None,
+               rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
+               precision=None, **kwargs):
+    args = (lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+            dimension_numbers, feature_group_count)
+    if not kwargs and self._takes_winograd(*args):
+      return winograd.conv3x3(lhs, rhs, self.tile or winograd.choose_tile(lhs.shape))
+    return onednn.conv_general_dilated(*args, precision=precision, **kwargs)
+
+  def conv_bias_relu(self, x, kernel, bias, strides, padding):
+    """relu(conv(x, kernel) + bias) for an NHWC/HWIO layer: one oneDNN call where the layer
+    runs on oneDNN, None where it does not (the caller then adds bias and ReLU itself)."""
+    args = (x, kernel, strides, padding, None, None, NHWC, 1)
+    if (bias.dtype != jnp.float32 or not onednn.eligible(*args)
+        or self._takes_winograd(*args)):
+      return None
+    padding = tuple(tuple(int(p) for p in pair) for pair in padding)
+    return onednn.conv_bias_relu(x, kernel, bias, tuple(int(s) for s in strides), padding)
 
 
 def make_conv(algorithm: str, tile: int = 0, backend: Optional[str] = None):
@@ -55,11 +82,11 @@ def make_conv(algorithm: str, tile: int = 0, backend: Optional[str] = None):
       raise ValueError("config.model.conv_algorithm='onednn' runs on CPUs only; use 'auto' "
                        "or 'direct' on GPUs and TPUs")
     onednn.load()   # raises with the reason (no compiler, no libdnnl-dev)
-    return onednn.conv_general_dilated
+    return OnednnConv(with_winograd=False)
   if algorithm == "direct" or not on_cpu:
     return None
   ok, why = onednn.available()
   if ok:
-    return functools.partial(_auto_cpu, tile=tile)
+    return OnednnConv(with_winograd=True, tile=tile)
   logging.info("conv_algorithm auto: %s Using XLA's convolutions.", why)
   return functools.partial(winograd.conv_general_dilated, tile=tile, auto=True)

@@ -37,8 +37,10 @@ from jax import lax
 import numpy as np
 
 _SOURCE = os.path.join(os.path.dirname(__file__), "csrc", "onednn_conv.cc")
+# Kind names in the C++ enum's order (RpsmOnednnImplementation takes the index).
 _TARGETS = {"forward": "RpsmOnednnConvForward", "data": "RpsmOnednnConvBackwardData",
-            "weights": "RpsmOnednnConvBackwardWeights"}
+            "weights": "RpsmOnednnConvBackwardWeights",
+            "forward_bias_relu": "RpsmOnednnConvBiasReluForward"}
 _PREFIX = "rpsm_onednn_conv_"
 
 _lock = threading.Lock()
@@ -145,11 +147,11 @@ def _attrs(strides, padding):
               pad_top=np.int64(padding[0][0]), pad_left=np.int64(padding[1][0]))
 
 
-def _call(kind, out_shape, a, b, strides, padding):
+def _call(kind, out_shape, *operands, strides, padding):
   load()   # registers the handlers before XLA compiles a call to them
   out = jax.ShapeDtypeStruct(tuple(out_shape), jnp.float32)
   return jax.ffi.ffi_call(_PREFIX + kind, out, vmap_method="sequential")(
-      a, b, **_attrs(strides, padding))
+      *operands, **_attrs(strides, padding))
 
 
 def _out_shape(x_shape, w_shape, strides, padding):
@@ -162,8 +164,8 @@ def _out_shape(x_shape, w_shape, strides, padding):
 def conv(x, w, strides, padding):
   """NHWC x (N, H, W, C) float32 * HWIO w (KH, KW, C, O) -> (N, OH, OW, O), lax semantics
   (cross-correlation, `padding` ((top, bottom), (left, right)) in pixels, may be uneven)."""
-  return _call("forward", _out_shape(x.shape, w.shape, strides, padding), x, w, strides,
-               padding)
+  return _call("forward", _out_shape(x.shape, w.shape, strides, padding), x, w,
+               strides=strides, padding=padding)
 
 
 def _conv_fwd(x, w, strides, padding):
@@ -172,12 +174,35 @@ def _conv_fwd(x, w, strides, padding):
 
 def _conv_bwd(strides, padding, residuals, dy):
   x, w = residuals
-  dx = _call("data", x.shape, dy, w, strides, padding)
-  dw = _call("weights", w.shape, x, dy, strides, padding)
+  dx = _call("data", x.shape, dy, w, strides=strides, padding=padding)
+  dw = _call("weights", w.shape, x, dy, strides=strides, padding=padding)
   return dx, dw
 
 
 conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def conv_bias_relu(x, w, b, strides, padding):
+  """relu(conv(x, w, strides, padding) + b), b (O,): one oneDNN pass (a post-op) instead of
+  a convolution followed by XLA's bias-and-ReLU pass over its output."""
+  return _call("forward_bias_relu", _out_shape(x.shape, w.shape, strides, padding), x, w, b,
+               strides=strides, padding=padding)
+
+
+def _conv_bias_relu_fwd(x, w, b, strides, padding):
+  y = conv_bias_relu(x, w, b, strides, padding)
+  return y, (x, w, y)
+
+
+def _conv_bias_relu_bwd(strides, padding, residuals, dy):
+  x, w, y = residuals
+  dz = jnp.where(y > 0, dy, 0.0)   # ReLU's gradient, from its output
+  dx, dw = _conv_bwd(strides, padding, (x, w), dz)
+  return dx, dw, jnp.sum(dz, axis=(0, 1, 2))
+
+
+conv_bias_relu.defvjp(_conv_bias_relu_fwd, _conv_bias_relu_bwd)
 
 
 def eligible(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,

@@ -56,6 +56,28 @@ def test_conv_and_gradients_match_lax(x_shape, w_shape, strides, padding):
 
 
 @needs_onednn
+@pytest.mark.parametrize("x_shape, w_shape, strides, padding", CASES[:3])
+def test_fused_bias_relu_matches_lax(x_shape, w_shape, strides, padding):
+  x, w, b = _random(x_shape, 0), _random(w_shape, 1), _random(w_shape[-1:], 3)
+
+  def ref(x, w, b):
+    return jax.nn.relu(lax.conv_general_dilated(x, w, strides, padding,
+                                                dimension_numbers=NHWC) + b)
+
+  def mine(x, w, b):
+    return onednn.conv_bias_relu(x, w, b, strides, padding)
+
+  y_ref, vjp_ref = jax.vjp(ref, x, w, b)
+  dy = _random(y_ref.shape, 2)
+  y, grads = jax.jit(lambda x, w, b, dy: (mine(x, w, b), jax.vjp(mine, x, w, b)[1](dy)))(
+      x, w, b, dy)
+  assert float((y_ref == 0).mean()) > 0.2   # the ReLU cuts
+  for got, want in zip((y,) + tuple(grads), (y_ref,) + vjp_ref(dy)):
+    assert got.shape == want.shape
+    assert float(jnp.abs(got - want).max()) <= 1e-5 * float(jnp.abs(want).max())
+
+
+@needs_onednn
 def test_ineligible_convolutions_stay_on_lax():
   x, w = _random((1, 8, 8, 4), 0), _random((3, 3, 4, 4), 1)
   pad1 = ((1, 1), (1, 1))
@@ -78,12 +100,18 @@ def test_ineligible_convolutions_stay_on_lax():
 
 @needs_onednn
 def test_empty_batch():
-  x, w = jnp.zeros((0, 6, 6, 3)), _random((3, 3, 3, 4), 1)
+  x, w, b = jnp.zeros((0, 6, 6, 3)), _random((3, 3, 3, 4), 1), _random((4,), 2)
   conv = lambda x, w: onednn.conv(x, w, (1, 1), ((1, 1), (1, 1)))
   y, vjp = jax.vjp(conv, x, w)
   dx, dw = jax.jit(vjp)(jnp.zeros(y.shape))
   assert y.shape == (0, 6, 6, 4) and dx.shape == x.shape
   np.testing.assert_array_equal(dw, np.zeros(w.shape))
+  y = onednn.conv_bias_relu(x, w, b, (1, 1), ((1, 1), (1, 1)))
+  assert y.shape == (0, 6, 6, 4)
+  # No input channels: the output is relu(bias) everywhere.
+  y = jax.jit(lambda x, w, b: onednn.conv_bias_relu(x, w, b, (1, 1), ((1, 1), (1, 1))))(
+      jnp.zeros((1, 3, 3, 0)), jnp.zeros((3, 3, 0, 4)), b)
+  np.testing.assert_array_equal(y, np.broadcast_to(np.maximum(b, 0), (1, 3, 3, 4)))
 
 
 @needs_onednn
@@ -116,9 +144,9 @@ def test_model_outputs_and_gradients_match_direct():
                             jax.tree.leaves(grad_o)):
     scale = float(jnp.abs(gd).max()) + 1e-6
     assert float(jnp.abs(go - gd).max()) <= 1e-4 * scale, jax.tree_util.keystr(path)
-  # Every convolution of the model went to oneDNN.
+  # Every convolution of the model went to oneDNN, with bias and ReLU fused.
   jaxpr = str(jax.make_jaxpr(onednn_model.apply)({"params": params}, frames))
-  assert "conv_general_dilated" not in jaxpr and "ffi_call" in jaxpr
+  assert "conv_general_dilated" not in jaxpr and "rpsm_onednn_conv_forward_bias_relu" in jaxpr
 
 
 def test_failed_build_is_reported_and_leaves_no_library(monkeypatch, tmp_path):

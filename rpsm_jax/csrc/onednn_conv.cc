@@ -1,7 +1,8 @@
 // oneDNN convolutions as XLA:CPU FFI custom calls (rpsm_jax/onednn.py builds and loads this).
 //
-// Three handlers over float32 NHWC activations and HWIO kernels (lax's layout in rpsm_jax):
+// Four handlers over float32 NHWC activations and HWIO kernels (lax's layout in rpsm_jax):
 //   RpsmOnednnConvForward(x[N,H,W,C], w[KH,KW,C,O]) -> y[N,OH,OW,O]
+//   RpsmOnednnConvBiasReluForward(x, w, b[O]) -> relu(conv(x, w) + b), in one pass
 //   RpsmOnednnConvBackwardData(dy[N,OH,OW,O], w[KH,KW,C,O]) -> dx[N,H,W,C]
 //   RpsmOnednnConvBackwardWeights(x[N,H,W,C], dy[N,OH,OW,O]) -> dw[KH,KW,C,O]
 // Attributes: stride_h, stride_w, pad_top, pad_left (pixels). The bottom/right padding
@@ -10,15 +11,25 @@
 // implementation wants, per call (they are small).
 //
 // Written against the oneDNN 2.x C++ API (Debian/Ubuntu libdnnl-dev 2.6 and later 2.x).
-// Primitives are built once per shape and cached; scratchpads are per calling thread, so
-// XLA may run several of these calls concurrently.
+// Primitives are built once per shape and cached.
+//
+// Every call runs on one dedicated thread. oneDNN's OpenMP runtime (libgomp) keeps a pool
+// of worker threads per thread that starts parallel work; were XLA's worker threads to call
+// oneDNN directly, each would grow its own pool (on a 16-core host, up to 16 teams of 16),
+// and once libgomp manages more threads than there are CPUs it stops spin-waiting at its
+// barriers in every team, PyTorch's included (measured on 2 cores: the port's train step
+// 216 -> 268 ms after a JAX step had called oneDNN from XLA's threads).
 
+#include <condition_variable>
 #include <cstdint>
 #include <cstring>
+#include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -33,7 +44,7 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-enum class Kind { kForward, kBackwardData, kBackwardWeights };
+enum class Kind { kForward, kBackwardData, kBackwardWeights, kForwardBiasRelu };
 
 struct Shape {
   int64_t n, h, w, c, kh, kw, o, oh, ow, sh, sw, pt, pl;
@@ -76,6 +87,19 @@ dnnl::convolution_forward::primitive_desc ForwardDesc(const Descs& d) {
   return dnnl::convolution_forward::primitive_desc(desc, UserScratchpad(), Engine());
 }
 
+// The forward convolution with a bias and a ReLU applied to its output as it is written.
+dnnl::convolution_forward::primitive_desc ForwardBiasReluDesc(const Descs& d, int64_t o) {
+  dnnl::memory::desc bias({o}, dt::f32, tag::x);
+  dnnl::convolution_forward::desc desc(
+      dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, d.src,
+      d.weights_any, bias, d.dst, d.strides, d.pad_l, d.pad_r);
+  dnnl::post_ops relu;
+  relu.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+  dnnl::primitive_attr attr = UserScratchpad();
+  attr.set_post_ops(relu);
+  return dnnl::convolution_forward::primitive_desc(desc, attr, Engine());
+}
+
 // One cached convolution: the primitive, its kernel format, and the kernel reorder.
 struct Entry {
   dnnl::primitive primitive;
@@ -90,7 +114,8 @@ std::unique_ptr<Entry> Build(Kind kind, const Shape& s) {
   Descs d(s);
   auto entry = std::make_unique<Entry>();
   auto forward = ForwardDesc(d);
-  if (kind == Kind::kForward) {
+  if (kind == Kind::kForward || kind == Kind::kForwardBiasRelu) {
+    if (kind == Kind::kForwardBiasRelu) forward = ForwardBiasReluDesc(d, s.o);
     entry->primitive = dnnl::convolution_forward(forward);
     entry->weights = forward.weights_desc();
     entry->scratchpad = forward.scratchpad_desc();
@@ -137,52 +162,119 @@ Entry& Lookup(Kind kind, const Shape& s) {
   return *it->second;
 }
 
-// Per-thread scratch memory, grown on demand (XLA may run calls on several threads).
+// The one thread that runs oneDNN (see the top of this file). Run() blocks the calling
+// XLA thread until its task is done; tasks from several XLA threads run one at a time.
+class Executor {
+ public:
+  void Run(const std::function<void()>& task) {
+    Item item{&task, false};
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (!thread_.joinable()) thread_ = std::thread([this] { Loop(); });
+    queue_.push_back(&item);
+    work_.notify_one();
+    done_.wait(lock, [&item] { return item.done; });
+  }
+
+ private:
+  struct Item {
+    const std::function<void()>* task;
+    bool done;
+  };
+
+  void Loop() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    while (true) {
+      work_.wait(lock, [this] { return !queue_.empty(); });
+      Item* item = queue_.front();
+      queue_.pop_front();
+      lock.unlock();
+      (*item->task)();
+      lock.lock();
+      item->done = true;
+      done_.notify_all();
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable work_, done_;
+  std::deque<Item*> queue_;
+  std::thread thread_;
+};
+
+Executor& TheExecutor() {
+  static Executor* executor = new Executor();   // never destroyed: its thread lives on
+  return *executor;
+}
+
+// Scratch memory of the executor thread, grown on demand.
 void* ThreadBuffer(int which, size_t bytes) {
-  thread_local std::vector<char> buffers[2];
+  static std::vector<char> buffers[2];
   auto& b = buffers[which];
   if (b.size() < bytes + 64) b.resize(bytes + 64);
   auto address = reinterpret_cast<uintptr_t>(b.data());
   return reinterpret_cast<void*>((address + 63) & ~uintptr_t{63});
 }
 
-ffi::Error Run(Kind kind, const Shape& s, float* x, float* w, float* y) {
+void Execute(Kind kind, const Shape& s, float* x, float* w, float* y, float* b);
+
+ffi::Error Run(Kind kind, const Shape& s, float* x, float* w, float* y,
+               float* b = nullptr) {
   // x: input activations (or their gradient), w: kernel (or its gradient), y: output
-  // activations (or their gradient); one of them is written, by kind.
+  // activations (or their gradient); one of them is written, by kind. b: the bias.
   if (s.n == 0 || s.c == 0 || s.o == 0 || s.oh == 0 || s.ow == 0) {
+    if (kind == Kind::kForwardBiasRelu) {
+      for (int64_t i = 0; i < s.n * s.oh * s.ow; ++i) {   // relu(b) where there is no input
+        for (int64_t j = 0; j < s.o; ++j) y[i * s.o + j] = s.c == 0 && b[j] > 0 ? b[j] : 0.f;
+      }
+    }
+    if (kind == Kind::kForward) std::memset(y, 0, sizeof(float) * s.n * s.oh * s.ow * s.o);
     if (kind == Kind::kBackwardWeights) std::memset(w, 0, sizeof(float) * s.kh * s.kw * s.c * s.o);
     if (kind == Kind::kBackwardData) std::memset(x, 0, sizeof(float) * s.n * s.h * s.w * s.c);
     return ffi::Error::Success();
   }
-  try {
-    Entry& e = Lookup(kind, s);
-    Descs d(s);
-    dnnl::engine& engine = Engine();
-    thread_local dnnl::stream stream(Engine());
-    dnnl::memory src(d.src, engine, x), dst(d.dst, engine, y), user_w(d.weights_hwio, engine, w);
-    dnnl::memory prim_w = e.reorder_weights
-        ? dnnl::memory(e.weights, engine, ThreadBuffer(0, e.weights.get_size()))
-        : user_w;
-    dnnl::memory scratch(e.scratchpad, engine, ThreadBuffer(1, e.scratchpad.get_size()));
-    if (e.reorder_weights && kind != Kind::kBackwardWeights) {
-      e.weights_reorder.execute(stream, user_w, prim_w);
+  std::string failure;
+  TheExecutor().Run([&] {
+    try {
+      Execute(kind, s, x, w, y, b);
+    } catch (const dnnl::error& error) {
+      failure = std::string("oneDNN convolution failed: ") + error.what();
     }
-    if (kind == Kind::kForward) {
-      e.primitive.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, prim_w},
-                                   {DNNL_ARG_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratch}});
-    } else if (kind == Kind::kBackwardData) {
-      e.primitive.execute(stream, {{DNNL_ARG_DIFF_SRC, src}, {DNNL_ARG_WEIGHTS, prim_w},
-                                   {DNNL_ARG_DIFF_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratch}});
-    } else {
-      e.primitive.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_WEIGHTS, prim_w},
-                                   {DNNL_ARG_DIFF_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratch}});
-      if (e.reorder_weights) e.weights_reorder.execute(stream, prim_w, user_w);
-    }
-    stream.wait();
-  } catch (const dnnl::error& error) {
-    return ffi::Error::Internal(std::string("oneDNN convolution failed: ") + error.what());
-  }
+  });
+  if (!failure.empty()) return ffi::Error::Internal(failure);
   return ffi::Error::Success();
+}
+
+// Runs on the executor thread; throws dnnl::error.
+void Execute(Kind kind, const Shape& s, float* x, float* w, float* y, float* b) {
+  Entry& e = Lookup(kind, s);
+  Descs d(s);
+  dnnl::engine& engine = Engine();
+  static dnnl::stream stream(engine);
+  dnnl::memory src(d.src, engine, x), dst(d.dst, engine, y), user_w(d.weights_hwio, engine, w);
+  dnnl::memory prim_w = e.reorder_weights
+      ? dnnl::memory(e.weights, engine, ThreadBuffer(0, e.weights.get_size()))
+      : user_w;
+  dnnl::memory scratch(e.scratchpad, engine, ThreadBuffer(1, e.scratchpad.get_size()));
+  if (e.reorder_weights && kind != Kind::kBackwardWeights) {
+    e.weights_reorder.execute(stream, user_w, prim_w);
+  }
+  if (kind == Kind::kForward) {
+    e.primitive.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, prim_w},
+                                 {DNNL_ARG_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratch}});
+  } else if (kind == Kind::kForwardBiasRelu) {
+    dnnl::memory bias({{s.o}, dt::f32, tag::x}, engine, b);
+    e.primitive.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, prim_w},
+                                 {DNNL_ARG_BIAS, bias}, {DNNL_ARG_DST, dst},
+                                 {DNNL_ARG_SCRATCHPAD, scratch}});
+  } else if (kind == Kind::kBackwardData) {
+    e.primitive.execute(stream, {{DNNL_ARG_DIFF_SRC, src}, {DNNL_ARG_WEIGHTS, prim_w},
+                                 {DNNL_ARG_DIFF_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratch}});
+  } else {
+    e.primitive.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_WEIGHTS, prim_w},
+                                 {DNNL_ARG_DIFF_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratch}});
+    if (e.reorder_weights) e.weights_reorder.execute(stream, prim_w, user_w);
+  }
+  stream.wait();
 }
 
 Shape MakeShape(ffi::Span<const int64_t> x, ffi::Span<const int64_t> w,
@@ -208,6 +300,19 @@ ffi::Error Forward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
   if (error.failure()) return error;
   return Run(Kind::kForward, MakeShape(x.dimensions(), w.dimensions(), y->dimensions(), sh, sw, pt, pl),
              x.typed_data(), w.typed_data(), y->typed_data());
+}
+
+ffi::Error ForwardBiasRelu(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
+                           ffi::Buffer<ffi::F32> b, ffi::ResultBuffer<ffi::F32> y, int64_t sh,
+                           int64_t sw, int64_t pt, int64_t pl) {
+  auto error = CheckRanks(x.dimensions(), w.dimensions(), y->dimensions());
+  if (error.failure()) return error;
+  if (b.dimensions().size() != 1 || b.dimensions()[0] != w.dimensions()[3]) {
+    return ffi::Error::InvalidArgument("oneDNN convolution: bias must have shape [O]");
+  }
+  return Run(Kind::kForwardBiasRelu,
+             MakeShape(x.dimensions(), w.dimensions(), y->dimensions(), sh, sw, pt, pl),
+             x.typed_data(), w.typed_data(), y->typed_data(), b.typed_data());
 }
 
 ffi::Error BackwardData(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w,
@@ -238,6 +343,13 @@ ffi::Error BackwardWeights(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RpsmOnednnConvForward, Forward,
                               ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>() RPSM_CONV_ATTRS);
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RpsmOnednnConvBiasReluForward, ForwardBiasRelu,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>() RPSM_CONV_ATTRS);

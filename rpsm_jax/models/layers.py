@@ -3,6 +3,7 @@
 from typing import Any, Callable, Optional
 
 import flax.linen as nn
+from jax import lax
 import jax.numpy as jnp
 
 from rpsm_jax import pooling
@@ -33,13 +34,47 @@ def scaled(channels: int, width: float) -> int:
   return max(8, int(round(channels * width)))
 
 
+class Conv2D(nn.Module):
+  """nn.Conv (same parameters "kernel" (k, k, C_in, features) and "bias", same
+  initialisation order, so the same values) with padding k // 2, followed by ReLU when
+  `relu`. With `conv` offering conv_bias_relu (rpsm_jax.convolution.OnednnConv), the
+  convolution, bias and ReLU run as one call where it accepts the layer.
+  Input (..., H, W, C_in) -> (..., ceil(H/stride), ceil(W/stride), features).
+  """
+  features: int
+  kernel: int = 3
+  stride: int = 1
+  dtype: Any = jnp.float32
+  kernel_init: Callable = nn.initializers.he_normal()
+  conv: Optional[Callable] = None
+  relu: bool = False
+
+  @nn.compact
+  def __call__(self, x):
+    k, pad = self.kernel, ((self.kernel // 2,) * 2,) * 2
+    kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features),
+                        jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    batch_shape = x.shape[:-3]
+    x = x.reshape((-1,) + x.shape[-3:])
+    strides = (self.stride, self.stride)
+    fused = getattr(self.conv, "conv_bias_relu", None) if self.relu else None
+    y = fused(x, kernel, bias, strides, pad) if fused is not None else None
+    if y is None:
+      conv = self.conv or lax.conv_general_dilated
+      y = conv(x, kernel, strides, pad, dimension_numbers=("NHWC", "HWIO", "NHWC")) + bias
+      y = nn.relu(y) if self.relu else y
+    return y.reshape(batch_shape + y.shape[1:])
+
+
 class ConvReLU(nn.Module):
   """Convolution with symmetric padding k // 2 (the authors' Torch 'pad') + ReLU.
 
   Not "SAME": for a stride-2 convolution on an even size XLA's SAME pads (1, 2) where
   Torch pads (2, 2), which shifts every window by one pixel (46 -> 23 and 12 -> 6 in the
   feature adaption). Output sizes are the same for odd kernels.
-  `conv`: a lax.conv_general_dilated replacement (rpsm_jax.winograd), None for lax's.
+  `conv`: a lax.conv_general_dilated replacement (rpsm_jax.convolution), None for lax's.
   Input (N, H, W, C_in) -> output (N, ceil(H/stride), ceil(W/stride), features).
   """
   features: int
@@ -51,12 +86,8 @@ class ConvReLU(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    pad = self.kernel // 2
-    x = nn.Conv(self.features, (self.kernel, self.kernel), strides=self.stride,
-                padding=((pad, pad), (pad, pad)), dtype=self.dtype,
-                kernel_init=relu_init(self.initializer), conv_general_dilated=self.conv,
-                name="conv")(x)
-    return nn.relu(x)
+    return Conv2D(self.features, self.kernel, self.stride, self.dtype,
+                  relu_init(self.initializer), self.conv, relu=True, name="conv")(x)
 
 
 def max_pool_2x2(x, ceil_mode: bool = False):
