@@ -45,8 +45,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.share_2d = False               # one set of 2D layers for all stages
   config.model.remat_trunk = False
   config.model.dtype = "float32"              # compute dtype: float32 | bfloat16
-  # 3x3 convolutions: auto (Winograd F(m,3) for wide layers on CPUs, lax.conv on GPUs and
-  # TPUs) | direct | winograd (every float32 3x3/1 layer); see rpsm_jax/winograd.py.
+  # Convolutions (rpsm_jax/convolution.py): auto (CPUs: oneDNN where libdnnl-dev is
+  # installed, Winograd F(m,3) for >= 128-channel 3x3 layers; GPUs and TPUs: lax.conv) |
+  # direct (lax.conv) | winograd (every float32 3x3/1 layer) | onednn (CPU only).
   config.model.conv_algorithm = "auto"
   config.model.winograd_tile = 0              # 0 (by image size) | 2 | 4
   # Trunk start: "" (random), "vgg19:<torchvision VGG-19 state_dict file>" (conv1_1 to

@@ -66,7 +66,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rpsm_jax import convolution
 from rpsm_jax import models
+from rpsm_jax import onednn
 from rpsm_jax import optim
 from rpsm_jax import summary
 from rpsm_jax import train
@@ -320,20 +322,36 @@ def _frames(image):
   return image.astype(jnp.float32) / 255.0 - 0.5
 
 
+def convolutions_in_use(model_config) -> str:
+  """What config.model.conv_algorithm resolves to on JAX's default backend, in words."""
+  algorithm = model_config.get("conv_algorithm", "auto")
+  conv = convolution.make_conv(algorithm, model_config.get("winograd_tile", 0))
+  if conv is None:
+    return f"{algorithm}: lax (XLA's convolutions)"
+  if isinstance(conv, convolution.OnednnConv):
+    return (f"{algorithm}: oneDNN (bias and ReLU fused)"
+            + (" + Winograd for >= 128 channels" if conv.with_winograd else ""))
+  why = "" if algorithm != "auto" else f"; {onednn.available()[1]}"
+  return f"{algorithm}: Winograd + lax{why}"
+
+
 def jax_runner(config, params, batch: dict) -> Runner:
   """The JAX train step exactly as training compiles it, and the jitted forward pass."""
   model = models.create_model(config.model)
   tx, _ = optim.create_optimizer(config.optimizer, config.num_train_steps)
   state = train.TrainState.create(apply_fn=model.apply, params=jax.device_put(params), tx=tx)
   device_batch = jax.device_put(batch)
-  info = {}
+  info = {"convolutions": convolutions_in_use(config.model)}
 
   start = time.perf_counter()
   lowered = train.compile_train_step(config, 1).lower(state, device_batch)
   step = lowered.compile()
   info["train_compile_s"] = time.perf_counter() - start
   frames = batch["image"].shape[0] * batch["image"].shape[1]
-  info["train_gflops_per_frame_xla"] = _flops(lowered) / frames / 1e9
+  # Counted with lax convolutions: XLA does not count custom calls (oneDNN).
+  direct = state.replace(apply_fn=model.clone(conv=None).apply)
+  info["train_gflops_per_frame_xla"] = _flops(
+      train.compile_train_step(config, 1).lower(direct, device_batch)) / frames / 1e9
   info["train_xla_peak_mb"] = _xla_peak_mb(step)
 
   def forward(params, image):
@@ -760,6 +778,8 @@ def format_table(results: dict) -> str:
     lines.append(line)
   mem_kind = ("GPU peak: jax = XLA's buffer assignment, torch = max_memory_allocated"
               if on_gpu else "rise of the process's RSS over the warm-up calls")
+  if "jax" in results and "convolutions" in results["jax"]:
+    lines.append(f"(jax convolutions: {results['jax']['convolutions']})")
   lines.append("(CPU s/step: process CPU time, all threads, spinning included)")
   lines.append(f"(peak mem: {mem_kind}; XLA buffers: parameters, optimiser state, batch, "
                "activations and temporaries of one train step; compile: compilation + "
