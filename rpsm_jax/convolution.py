@@ -5,9 +5,9 @@
 - "onednn": oneDNN (rpsm_jax.onednn, an FFI custom call) for every float32 NHWC layer;
   CPU only, and an error where oneDNN cannot be built.
 - "auto": on the CPU backend, oneDNN where available plus Winograd for the wide layers
-  where it is faster still (WINOGRAD_OVER_ONEDNN), else the Winograd/direct mix of
-  winograd.auto_selects; on GPUs and TPUs, lax (cuDNN and the TPU compiler choose their
-  own algorithms, and custom calls or transforms would only get in their way).
+  where it is faster still (winograd.OVER_ONEDNN_MIN_CHANNELS), else the Winograd/direct
+  mix of winograd.auto_selects; on GPUs and TPUs, lax (cuDNN and the TPU compiler choose
+  their own algorithms, and custom calls or transforms would only get in their way).
 
 make_conv returns nn.Conv's `conv_general_dilated` (None: flax's default, lax's).
 """

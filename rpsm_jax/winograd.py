@@ -16,8 +16,9 @@ over tiles plus a small transform. The batch products use the backend's dot.
 
 Accuracy (float32, vs lax.conv, random inputs): max error relative to the largest output
 2e-7 for F(2, 3), 3e-6 for F(4, 3); only float32 convolutions take this path. GPUs and
-TPUs keep lax.conv under config.model.conv_algorithm "auto" (rpsm_jax.convolution): cuDNN and the TPU
-compiler pick their own algorithms, and there the transforms would only add memory traffic.
+TPUs keep lax.conv under config.model.conv_algorithm "auto" (rpsm_jax.convolution): cuDNN
+and the TPU compiler pick their own algorithms, and there the transforms would only add
+memory traffic.
 
 Shapes: x (N, H, W, C) NHWC, w (3, 3, C, O) HWIO, y (N, H, W, O).
 """

@@ -54,7 +54,16 @@ def test_json_has_the_promised_numbers(results, tiny_data_dir):
   assert env["backend"] == "cpu" and env["versions"]["jax"]
   assert "XLA_FLAGS" in env and "jemalloc" in env
   assert results["torch"]["num_threads"] == 1
+  assert results["torch_in_worker_process"]   # CPU: the port ran in its own process
+  assert results["jax"]["convolutions"].startswith("auto: ")
   json.loads(json.dumps(results))   # everything is JSON-serialisable
+
+
+def test_worker_failure_is_reported():
+  # The worker's traceback reaches the parent as an error (here: no config to build from).
+  with pytest.raises(RuntimeError, match="torch worker process failed"):
+    benchmark.ProcessRunner("torch", benchmark._torch_worker,  # pylint: disable=protected-access
+                            (None, {}, {}, {}))
 
 
 def test_pipeline_throughput(results):

@@ -15,13 +15,16 @@
 //
 // Every call runs on one dedicated thread. oneDNN's OpenMP runtime (libgomp) keeps a pool
 // of worker threads per thread that starts parallel work; were XLA's worker threads to call
-// oneDNN directly, each would grow its own pool (on a 16-core host, up to 16 teams of 16),
-// and once libgomp manages more threads than there are CPUs it stops spin-waiting at its
-// barriers in every team, PyTorch's included (measured on 2 cores: the port's train step
-// 216 -> 268 ms after a JAX step had called oneDNN from XLA's threads).
+// oneDNN directly, each would grow its own pool (on a 16-core host, up to 16 teams of 16,
+// and XLA runs independent calls, such as a layer's two gradients, concurrently). One
+// thread keeps it to one team of as many threads as cores. libgomp also stops spin-waiting
+// at its barriers, in every team of the process, once it manages more threads than there
+// are cores: beside PyTorch in one 2-core process, the port's train step went from 216 to
+// 268 ms, hence rpsm_jax.benchmark runs the port in a process of its own.
 
 #include <condition_variable>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <functional>
@@ -298,7 +301,8 @@ ffi::Error Forward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
                    int64_t pl) {
   auto error = CheckRanks(x.dimensions(), w.dimensions(), y->dimensions());
   if (error.failure()) return error;
-  return Run(Kind::kForward, MakeShape(x.dimensions(), w.dimensions(), y->dimensions(), sh, sw, pt, pl),
+  return Run(Kind::kForward,
+             MakeShape(x.dimensions(), w.dimensions(), y->dimensions(), sh, sw, pt, pl),
              x.typed_data(), w.typed_data(), y->typed_data());
 }
 
