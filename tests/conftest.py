@@ -2,10 +2,14 @@
 
 import rpsm_jax  # noqa: F401  (XLA:CPU options before JAX starts)
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from configs import synthetic_tiny
 from rpsm_jax import datasets
+from rpsm_jax import models
 
 
 @pytest.fixture(scope="session")
@@ -24,3 +28,56 @@ def tiny_config(tiny_data_dir):
   config.dataset.data_dir = tiny_data_dir
   config.dataset.build_if_missing = False
   return config
+
+
+def _matches_direct(algorithm: str, tile: int = 0, tol: float = 1e-4):
+  """The tiny config's model with `algorithm` convolutions against lax's, from the same
+  parameters: outputs and every parameter gradient agree to `tol` (relative to each
+  array's largest value). Returns (direct model, model, params, frames)."""
+  config = synthetic_tiny.get_config()
+  config.model.conv_algorithm = "direct"
+  direct_model = models.create_model(config.model)
+  config.model.conv_algorithm = algorithm
+  config.model.winograd_tile = tile
+  model = models.create_model(config.model)
+  s = config.model.input_size
+  frames = jax.random.uniform(jax.random.PRNGKey(0), (2, config.clip_length, s, s, 3)) - 0.5
+  params = direct_model.init(jax.random.PRNGKey(1), frames)["params"]
+
+  def loss(m):
+    return lambda p: jnp.sum(m.apply({"params": p}, frames) ** 2)
+
+  want = direct_model.apply({"params": params}, frames)
+  got = jax.jit(model.apply)({"params": params}, frames)
+  np.testing.assert_allclose(got, want, rtol=tol, atol=tol * float(jnp.abs(want).max()))
+  grad_d = jax.grad(loss(direct_model))(params)
+  grad_m = jax.jit(jax.grad(loss(model)))(params)
+  for (path, gd), gm in zip(jax.tree_util.tree_leaves_with_path(grad_d),
+                            jax.tree.leaves(grad_m)):
+    scale = float(jnp.abs(gd).max()) + 1e-6
+    assert float(jnp.abs(gm - gd).max()) <= tol * scale, jax.tree_util.keystr(path)
+  return direct_model, model, params, frames
+
+
+@pytest.fixture
+def matches_direct():
+  return _matches_direct
+
+
+def _convolutions_lax_keeps(conv):
+  """Calls of a conv_general_dilated drop-in that every replacement must leave to lax:
+  {name: fn(x, w)} for x (1, 8, 8, 4) NHWC and w (3, 3, 4, 4) HWIO."""
+  nhwc, pad1 = ("NHWC", "HWIO", "NHWC"), ((1, 1), (1, 1))
+  return {
+      "dilated": lambda x, w: conv(x, w, (1, 1), ((2, 2), (2, 2)), rhs_dilation=(2, 2),
+                                   dimension_numbers=nhwc),
+      "bfloat16": lambda x, w: conv(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16),
+                                    (1, 1), pad1, dimension_numbers=nhwc),
+      "NCHW": lambda x, w: conv(x[:, :4, :4], w, (1, 1), pad1,
+                                dimension_numbers=("NCHW", "HWIO", "NCHW")),
+  }
+
+
+@pytest.fixture
+def convolutions_lax_keeps():
+  return _convolutions_lax_keeps

@@ -9,9 +9,7 @@ from jax import lax
 import numpy as np
 import pytest
 
-from configs import synthetic_tiny
 from rpsm_jax import convolution
-from rpsm_jax import models
 from rpsm_jax import onednn
 
 AVAILABLE, WHY = onednn.available()
@@ -78,21 +76,13 @@ def test_fused_bias_relu_matches_lax(x_shape, w_shape, strides, padding):
 
 
 @needs_onednn
-def test_ineligible_convolutions_stay_on_lax():
+def test_ineligible_convolutions_stay_on_lax(convolutions_lax_keeps):
   x, w = _random((1, 8, 8, 4), 0), _random((3, 3, 4, 4), 1)
-  pad1 = ((1, 1), (1, 1))
   conv = onednn.conv_general_dilated
-  ineligible = {
-      "dilated": lambda x, w: conv(x, w, (1, 1), ((2, 2), (2, 2)), rhs_dilation=(2, 2),
-                                   dimension_numbers=NHWC),
-      "bfloat16": lambda x, w: conv(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16),
-                                    (1, 1), pad1, dimension_numbers=NHWC),
-      "NCHW": lambda x, w: conv(x[:, :4, :4], w, (1, 1), pad1,
-                                dimension_numbers=("NCHW", "HWIO", "NCHW")),
-      "SAME": lambda x, w: conv(x, w, (1, 1), "SAME", dimension_numbers=NHWC),
-      "groups": lambda x, w: conv(x, w[:, :, :2], (1, 1), pad1, dimension_numbers=NHWC,
-                                  feature_group_count=2),
-  }
+  ineligible = convolutions_lax_keeps(conv)
+  ineligible["SAME"] = lambda x, w: conv(x, w, (1, 1), "SAME", dimension_numbers=NHWC)
+  ineligible["groups"] = lambda x, w: conv(x, w[:, :, :2], (1, 1), ((1, 1), (1, 1)),
+                                           dimension_numbers=NHWC, feature_group_count=2)
   for name, fn in ineligible.items():
     jaxpr = str(jax.make_jaxpr(fn)(x, w))
     assert "conv_general_dilated" in jaxpr and "ffi_call" not in jaxpr, name
@@ -122,30 +112,10 @@ def test_implementation_is_reported():
 
 
 @needs_onednn
-def test_model_outputs_and_gradients_match_direct():
-  config = synthetic_tiny.get_config()
-  config.model.conv_algorithm = "direct"
-  direct_model = models.create_model(config.model)
-  config.model.conv_algorithm = "onednn"
-  onednn_model = models.create_model(config.model)
-  s = config.model.input_size
-  frames = jax.random.uniform(jax.random.PRNGKey(0), (2, config.clip_length, s, s, 3)) - 0.5
-  params = direct_model.init(jax.random.PRNGKey(1), frames)["params"]
-
-  def loss(model):
-    return lambda p: jnp.sum(model.apply({"params": p}, frames) ** 2)
-
-  np.testing.assert_allclose(onednn_model.apply({"params": params}, frames),
-                             direct_model.apply({"params": params}, frames),
-                             rtol=1e-4, atol=1e-5)
-  grad_d = jax.grad(loss(direct_model))(params)
-  grad_o = jax.jit(jax.grad(loss(onednn_model)))(params)
-  for (path, gd), go in zip(jax.tree_util.tree_leaves_with_path(grad_d),
-                            jax.tree.leaves(grad_o)):
-    scale = float(jnp.abs(gd).max()) + 1e-6
-    assert float(jnp.abs(go - gd).max()) <= 1e-4 * scale, jax.tree_util.keystr(path)
+def test_model_outputs_and_gradients_match_direct(matches_direct):
+  _, model, params, frames = matches_direct("onednn")
   # Every convolution of the model went to oneDNN, with bias and ReLU fused.
-  jaxpr = str(jax.make_jaxpr(onednn_model.apply)({"params": params}, frames))
+  jaxpr = str(jax.make_jaxpr(model.apply)({"params": params}, frames))
   assert "conv_general_dilated" not in jaxpr and "rpsm_onednn_conv_forward_bias_relu" in jaxpr
 
 
