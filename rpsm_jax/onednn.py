@@ -28,6 +28,7 @@ import importlib.metadata
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 
@@ -42,6 +43,7 @@ _TARGETS = {"forward": "RpsmOnednnConvForward", "data": "RpsmOnednnConvBackwardD
             "weights": "RpsmOnednnConvBackwardWeights",
             "forward_bias_relu": "RpsmOnednnConvBiasReluForward"}
 _PREFIX = "rpsm_onednn_conv_"
+_SYSTEM_INCLUDE_DIRS = ("/usr/include", "/usr/local/include", os.path.join(sys.prefix, "include"))
 
 _lock = threading.Lock()
 _state = {"library": None, "error": None}
@@ -53,13 +55,24 @@ def cache_dir() -> str:
 
 
 def _build_flags() -> list:
-  flags = []
-  if os.environ.get("RPSM_JAX_ONEDNN_INCLUDE"):
-    flags.append("-I" + os.environ["RPSM_JAX_ONEDNN_INCLUDE"])
+  flags = ["-I" + _find_headers()]
   if os.environ.get("RPSM_JAX_ONEDNN_LIB"):
     lib = os.environ["RPSM_JAX_ONEDNN_LIB"]
     flags += ["-L" + lib, "-Wl,-rpath," + lib]
   return flags
+
+
+def _find_headers() -> str:
+  """The include directory holding oneapi/dnnl/dnnl.hpp; raises naming where it looked
+  (checked before compiling, so machines without oneDNN do not pay a failed build)."""
+  dirs = [os.environ.get("RPSM_JAX_ONEDNN_INCLUDE", "")]
+  dirs += os.environ.get("CPATH", "").split(os.pathsep)
+  dirs += list(_SYSTEM_INCLUDE_DIRS)
+  dirs = [d for d in dirs if d]
+  for d in dirs:
+    if os.path.exists(os.path.join(d, "oneapi", "dnnl", "dnnl.hpp")):
+      return d
+  raise RuntimeError(f"oneapi/dnnl/dnnl.hpp not found in {dirs}")
 
 
 def _library_path(compiler: str) -> str:

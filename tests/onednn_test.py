@@ -119,10 +119,27 @@ def test_model_outputs_and_gradients_match_direct(matches_direct):
   assert "conv_general_dilated" not in jaxpr and "rpsm_onednn_conv_forward_bias_relu" in jaxpr
 
 
-def test_failed_build_is_reported_and_leaves_no_library(monkeypatch, tmp_path):
+def _fresh_state(monkeypatch, tmp_path):
   monkeypatch.setitem(onednn._state, "library", None)  # pylint: disable=protected-access
   monkeypatch.setitem(onednn._state, "error", None)  # pylint: disable=protected-access
-  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def test_missing_headers_are_named(monkeypatch, tmp_path):
+  _fresh_state(monkeypatch, tmp_path)
+  monkeypatch.setattr(onednn, "_SYSTEM_INCLUDE_DIRS", (str(tmp_path),))
+  monkeypatch.setenv("RPSM_JAX_ONEDNN_INCLUDE", str(tmp_path))
+  monkeypatch.delenv("CPATH", raising=False)
+  with pytest.raises(RuntimeError, match="dnnl.hpp not found"):
+    onednn.load()
+
+
+def test_failed_build_is_reported_and_leaves_no_library(monkeypatch, tmp_path):
+  _fresh_state(monkeypatch, tmp_path)
+  headers = tmp_path / "include" / "oneapi" / "dnnl"
+  headers.mkdir(parents=True)
+  (headers / "dnnl.hpp").write_text("")
+  monkeypatch.setenv("RPSM_JAX_ONEDNN_INCLUDE", str(tmp_path / "include"))
   monkeypatch.setenv("CXX", "false")   # a "compiler" that always fails
   with pytest.raises(RuntimeError, match="onednn_conv.cc"):
     onednn.load()
