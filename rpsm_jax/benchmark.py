@@ -234,12 +234,17 @@ class ProcessRunner:
     self._process = context.Process(target=target, args=(child,) + args, daemon=True)
     self._process.start()
     child.close()
-    self.info = self._receive()
+    try:
+      self.info = self._receive()
+    except RuntimeError:
+      self.close()
+      raise
 
   def _receive(self):
     try:
       status, value = self._conn.recv()
     except EOFError as e:
+      self._process.join(timeout=5)
       raise RuntimeError(f"the {self.name} worker process died (exit code "
                          f"{self._process.exitcode})") from e
     if status == "error":
@@ -256,10 +261,14 @@ class ProcessRunner:
 
   def close(self) -> None:
     if self._process.is_alive():
-      self._conn.send(("close",))
-      self._process.join(timeout=30)
+      try:
+        self._conn.send(("close",))
+      except OSError:   # the worker closed its end already
+        pass
+    self._process.join(timeout=30)
     if self._process.is_alive():
       self._process.kill()
+      self._process.join()
 
 
 def random_params(model, config, seed: int = 0):
