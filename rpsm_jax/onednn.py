@@ -6,15 +6,16 @@ part (synthetic config, 80x80x16 layer, 40 images: 19-31 ms vs oneDNN 7.7 ms). o
 the library PyTorch's CPU convolutions use; called from inside the jitted step it keeps
 XLA's fusions, donation and single dispatch around it.
 
-How: csrc/onednn_conv.cc defines three XLA FFI handlers (forward, data gradient, weight
-gradient of an NHWC/HWIO float32 convolution). `load()` compiles it once per machine with
+How: csrc/onednn_conv.cc defines XLA FFI handlers for an NHWC/HWIO float32 convolution:
+forward, forward with bias and ReLU fused, data gradient, weight gradient. `load()` compiles it once per machine with
 the system C++ compiler against the system oneDNN 2.x (Debian/Ubuntu: `apt-get install
 libdnnl-dev g++`), caches the library under ~/.cache/rpsm_jax (XDG_CACHE_HOME), and
 registers the handlers for the CPU platform. `conv_general_dilated` is a drop-in for
-lax.conv_general_dilated with a custom_vjp that calls them. When oneDNN or a compiler is
-missing, `available()` says why and callers keep lax's convolutions.
+lax.conv_general_dilated with a custom_vjp that calls them; `conv_bias_relu` the fused
+layer. When oneDNN or a compiler is missing, `available()` says why and callers keep lax's
+convolutions.
 
-GPUs and TPUs never take this path (rpsm_jax.winograd.make_conv only offers it for the
+GPUs and TPUs never take this path (rpsm_jax.convolution.make_conv only offers it for the
 CPU backend): the custom calls are registered for the CPU platform only.
 
 Environment: RPSM_JAX_ONEDNN_INCLUDE / RPSM_JAX_ONEDNN_LIB point at a oneDNN 2.x
@@ -43,7 +44,8 @@ _TARGETS = {"forward": "RpsmOnednnConvForward", "data": "RpsmOnednnConvBackwardD
             "weights": "RpsmOnednnConvBackwardWeights",
             "forward_bias_relu": "RpsmOnednnConvBiasReluForward"}
 _PREFIX = "rpsm_onednn_conv_"
-_SYSTEM_INCLUDE_DIRS = ("/usr/include", "/usr/local/include", os.path.join(sys.prefix, "include"))
+_SYSTEM_INCLUDE_DIRS = ("/usr/include", "/usr/local/include",
+                        os.path.join(sys.prefix, "include"))
 
 _lock = threading.Lock()
 _state = {"library": None, "error": None}
