@@ -68,7 +68,6 @@ import numpy as np
 
 from rpsm_jax import convolution
 from rpsm_jax import models
-from rpsm_jax import onednn
 from rpsm_jax import optim
 from rpsm_jax import summary
 from rpsm_jax import train
@@ -331,26 +330,14 @@ def _frames(image):
   return image.astype(jnp.float32) / 255.0 - 0.5
 
 
-def convolutions_in_use(model_config) -> str:
-  """What config.model.conv_algorithm resolves to on JAX's default backend, in words."""
-  algorithm = model_config.get("conv_algorithm", "auto")
-  conv = convolution.make_conv(algorithm, model_config.get("winograd_tile", 0))
-  if conv is None:
-    return f"{algorithm}: lax (XLA's convolutions)"
-  if isinstance(conv, convolution.OnednnConv):
-    return (f"{algorithm}: oneDNN (bias and ReLU fused)"
-            + (" + Winograd for >= 128 channels" if conv.with_winograd else ""))
-  why = "" if algorithm != "auto" else f"; {onednn.available()[1]}"
-  return f"{algorithm}: Winograd + lax{why}"
-
-
 def jax_runner(config, params, batch: dict) -> Runner:
   """The JAX train step exactly as training compiles it, and the jitted forward pass."""
   model = models.create_model(config.model)
   tx, _ = optim.create_optimizer(config.optimizer, config.num_train_steps)
   state = train.TrainState.create(apply_fn=model.apply, params=jax.device_put(params), tx=tx)
   device_batch = jax.device_put(batch)
-  info = {"convolutions": convolutions_in_use(config.model)}
+  info = {"convolutions": (f"{config.model.get('conv_algorithm', 'auto')}: "
+                           f"{convolution.describe(model.conv)}")}
 
   start = time.perf_counter()
   lowered = train.compile_train_step(config, 1).lower(state, device_batch)

@@ -59,8 +59,7 @@ class OnednnConv:
     if (bias.dtype != jnp.float32 or not onednn.eligible(*args)
         or self._takes_winograd(*args)):
       return None
-    padding = tuple(tuple(int(p) for p in pair) for pair in padding)
-    return onednn.conv_bias_relu(x, kernel, bias, tuple(int(s) for s in strides), padding)
+    return onednn.conv_bias_relu(x, kernel, bias, *onednn.static_args(strides, padding))
 
 
 def make_conv(algorithm: str, tile: int = 0, backend: Optional[str] = None):
@@ -90,3 +89,15 @@ def make_conv(algorithm: str, tile: int = 0, backend: Optional[str] = None):
     return OnednnConv(with_winograd=True, tile=tile)
   logging.info("conv_algorithm auto: %s Using XLA's convolutions.", why)
   return functools.partial(winograd.conv_general_dilated, tile=tile, auto=True)
+
+
+def describe(conv) -> str:
+  """What a make_conv result runs, in words (rpsm_jax.benchmark's table)."""
+  if conv is None:
+    return "lax (XLA's convolutions)"
+  if isinstance(conv, OnednnConv):
+    return ("oneDNN (bias and ReLU fused)"
+            + (" + Winograd for >= 128 channels" if conv.with_winograd else ""))
+  if conv.keywords.get("auto"):
+    return f"Winograd for wide layers + lax ({onednn.available()[1]})"
+  return "Winograd + lax"

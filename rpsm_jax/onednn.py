@@ -157,6 +157,12 @@ def implementation(kind: str, lhs_shape, rhs_shape, out_shape, strides, pad_top_
 # ----------------------------------------------------------------------------- the op
 
 
+def static_args(strides, padding) -> tuple:
+  """(strides, padding) as tuples of Python ints: hashable static arguments."""
+  return (tuple(int(v) for v in strides),
+          tuple(tuple(int(p) for p in pair) for pair in padding))
+
+
 def _attrs(strides, padding):
   return dict(stride_h=np.int64(strides[0]), stride_w=np.int64(strides[1]),
               pad_top=np.int64(padding[0][0]), pad_left=np.int64(padding[1][0]))
@@ -245,8 +251,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
   """Drop-in for lax.conv_general_dilated: oneDNN for eligible() convolutions, lax else."""
   if not kwargs and eligible(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                              dimension_numbers, feature_group_count):
-    padding = tuple(tuple(int(p) for p in pair) for pair in padding)
-    return conv(lhs, rhs, tuple(int(s) for s in window_strides), padding)
+    return conv(lhs, rhs, *static_args(window_strides, padding))
   return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation,
                                   rhs_dilation, dimension_numbers, feature_group_count,
                                   precision=precision, **kwargs)

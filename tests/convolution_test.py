@@ -42,3 +42,10 @@ def test_auto_on_cpu_with_onednn():
   assert _ops(auto, (40, 10, 10, 32), (5, 5, 32, 32), (2, 2), ((2, 2), (2, 2))) == {"ffi_call"}
   assert _ops(auto, (5, 46, 46, 128), (3, 3, 128, 128)) == {"dot_general"}
   assert winograd.OVER_ONEDNN_MIN_CHANNELS == 128
+
+
+def test_describe_names_what_runs():
+  assert convolution.describe(None).startswith("lax")
+  assert convolution.describe(convolution.make_conv("winograd")) == "Winograd + lax"
+  described = convolution.describe(convolution.OnednnConv(with_winograd=True))
+  assert described.startswith("oneDNN") and "Winograd" in described

@@ -113,36 +113,39 @@ struct Entry {
   std::string impl;
 };
 
+// Fills `e` from a primitive descriptor; `weights` is the kernel (or kernel-gradient)
+// format the implementation chose.
+template <typename Primitive, typename PrimitiveDesc>
+void Fill(Entry& e, const PrimitiveDesc& pd, const dnnl::memory::desc& weights) {
+  e.primitive = Primitive(pd);
+  e.weights = weights;
+  e.scratchpad = pd.scratchpad_desc();
+  e.impl = pd.impl_info_str();
+}
+
 std::unique_ptr<Entry> Build(Kind kind, const Shape& s) {
   Descs d(s);
   auto entry = std::make_unique<Entry>();
-  auto forward = ForwardDesc(d);
-  if (kind == Kind::kForward || kind == Kind::kForwardBiasRelu) {
-    if (kind == Kind::kForwardBiasRelu) forward = ForwardBiasReluDesc(d, s.o);
-    entry->primitive = dnnl::convolution_forward(forward);
-    entry->weights = forward.weights_desc();
-    entry->scratchpad = forward.scratchpad_desc();
-    entry->impl = forward.impl_info_str();
+  if (kind == Kind::kForwardBiasRelu) {
+    auto pd = ForwardBiasReluDesc(d, s.o);
+    Fill<dnnl::convolution_forward>(*entry, pd, pd.weights_desc());
+  } else if (kind == Kind::kForward) {
+    auto pd = ForwardDesc(d);
+    Fill<dnnl::convolution_forward>(*entry, pd, pd.weights_desc());
   } else if (kind == Kind::kBackwardData) {
     dnnl::convolution_backward_data::desc desc(dnnl::algorithm::convolution_direct, d.src,
                                                d.weights_any, d.dst, d.strides, d.pad_l,
                                                d.pad_r);
     dnnl::convolution_backward_data::primitive_desc pd(desc, UserScratchpad(), Engine(),
-                                                       forward);
-    entry->primitive = dnnl::convolution_backward_data(pd);
-    entry->weights = pd.weights_desc();
-    entry->scratchpad = pd.scratchpad_desc();
-    entry->impl = pd.impl_info_str();
+                                                       ForwardDesc(d));
+    Fill<dnnl::convolution_backward_data>(*entry, pd, pd.weights_desc());
   } else {
     dnnl::convolution_backward_weights::desc desc(dnnl::algorithm::convolution_direct, d.src,
                                                   d.weights_any, d.dst, d.strides, d.pad_l,
                                                   d.pad_r);
     dnnl::convolution_backward_weights::primitive_desc pd(desc, UserScratchpad(), Engine(),
-                                                          forward);
-    entry->primitive = dnnl::convolution_backward_weights(pd);
-    entry->weights = pd.diff_weights_desc();
-    entry->scratchpad = pd.scratchpad_desc();
-    entry->impl = pd.impl_info_str();
+                                                          ForwardDesc(d));
+    Fill<dnnl::convolution_backward_weights>(*entry, pd, pd.diff_weights_desc());
   }
   entry->reorder_weights = entry->weights != d.weights_hwio;
   if (entry->reorder_weights) {
