@@ -5,7 +5,7 @@
 - "onednn": oneDNN (rpsm_jax.onednn, an FFI custom call) for every float32 NHWC layer;
   CPU only, and an error where oneDNN cannot be built.
 - "auto": on the CPU backend, oneDNN where available plus Winograd for the wide layers
-  where it is faster still (winograd.OVER_ONEDNN_MIN_CHANNELS), else the Winograd/direct
+  where it is faster still (winograd.OVER_ONEDNN_*), else the Winograd/direct
   mix of winograd.auto_selects; on GPUs and TPUs, lax (cuDNN and the TPU compiler choose
   their own algorithms, and custom calls or transforms would only get in their way).
 
@@ -97,7 +97,7 @@ def describe(conv) -> str:
     return "lax (XLA's convolutions)"
   if isinstance(conv, OnednnConv):
     return ("oneDNN (bias and ReLU fused)"
-            + (" + Winograd for >= 128 channels" if conv.with_winograd else ""))
+            + (" + Winograd for >= 128 channels, >= 32 px" if conv.with_winograd else ""))
   if conv.keywords.get("auto"):
     return f"Winograd for wide layers + lax ({onednn.available()[1]})"
   return "Winograd + lax"

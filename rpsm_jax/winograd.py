@@ -39,11 +39,14 @@ AUTO_MIN_CHANNELS = 128
 AUTO_CACHED_MIN_CHANNELS = 64
 AUTO_CACHED_BYTES = 16 * 2**20
 # "auto" where oneDNN is available (rpsm_jax.convolution): Winograd for layers with >= 128
-# input and output channels, where it beat oneDNN's direct convolution in training (forward
-# + backward, ms, oneDNN / Winograd: 46x46x512 x5 696 / 449; 92x92x256 x5 697 / 387;
-# 184x184x128 x5 778 / 628; 10x10x128 x40 14.4 / 12.6) and 64-channel layers lost
-# (184x184x64->128 358 / 423, 368x368x64 735 / 1051, 20x20x64 x40 17.0 / 18.1).
+# input and output channels on images >= 32 px a side, where it beat oneDNN's direct
+# convolution in training (one layer, forward + backward, ms, oneDNN / Winograd: 46x46x512
+# x5 696 / 449; 92x92x256 x5 697 / 387; 184x184x128 x5 778 / 628). 64-channel layers lost
+# (184x184x64->128 358 / 423, 368x368x64 735 / 1051), and so did the synthetic model's one
+# 10x10x128 layer inside the whole step (train 214 vs 202 ms, infer 59.9 vs 58.0 ms), though
+# it won alone (14.4 / 12.6 ms).
 OVER_ONEDNN_MIN_CHANNELS = 128
+OVER_ONEDNN_MIN_SIZE = 32
 
 # (B^T, G, A^T) of Lavin & Gray (2016) for output tile m and kernel 3; tile a = m + 2.
 _MATRICES = {
@@ -207,7 +210,8 @@ def auto_selects(lhs_shape, rhs_shape, over_onednn: bool = False) -> bool:
     return False
   channels = min(rhs_shape[2], rhs_shape[3])
   if over_onednn:
-    return channels >= OVER_ONEDNN_MIN_CHANNELS
+    return (channels >= OVER_ONEDNN_MIN_CHANNELS
+            and min(lhs_shape[1], lhs_shape[2]) >= OVER_ONEDNN_MIN_SIZE)
   if channels >= AUTO_MIN_CHANNELS:
     return True
   return (channels >= AUTO_CACHED_MIN_CHANNELS

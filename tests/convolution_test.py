@@ -41,7 +41,7 @@ def test_auto_on_cpu_with_onednn():
   assert _ops(auto, (40, 80, 80, 16), (3, 3, 16, 16)) == {"ffi_call"}
   assert _ops(auto, (40, 10, 10, 32), (5, 5, 32, 32), (2, 2), ((2, 2), (2, 2))) == {"ffi_call"}
   assert _ops(auto, (5, 46, 46, 128), (3, 3, 128, 128)) == {"dot_general"}
-  assert winograd.OVER_ONEDNN_MIN_CHANNELS == 128
+  assert _ops(auto, (40, 10, 10, 128), (3, 3, 128, 128)) == {"ffi_call"}
 
 
 def test_describe_names_what_runs():
