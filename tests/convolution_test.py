@@ -5,7 +5,6 @@ import pytest
 
 from rpsm_jax import convolution
 from rpsm_jax import onednn
-from rpsm_jax import winograd
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 
