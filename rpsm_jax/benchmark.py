@@ -220,8 +220,9 @@ class ProcessRunner:
 
   Why: on CPUs the port and rpsm_jax's oneDNN convolutions share one OpenMP runtime in a
   process, and libgomp stops spin-waiting in every team once it manages more threads than
-  there are CPUs; the port's train step ran 216 -> 268 ms beside a JAX step that had called
-  oneDNN. A process of its own gives each framework the runtime a user of it would have.
+  there are CPUs (synthetic config, 2 cores: the port's train step took 270 ms with
+  --notorch_worker, 221-225 ms in its own process). A process of its own gives each
+  framework the runtime a user of it would have.
   Timings stay interleaved repeat by repeat; CPU time and peak memory are the worker's.
   """
 

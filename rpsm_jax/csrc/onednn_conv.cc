@@ -19,8 +19,8 @@
 // and XLA runs independent calls, such as a layer's two gradients, concurrently). One
 // thread keeps it to one team of as many threads as cores. libgomp also stops spin-waiting
 // at its barriers, in every team of the process, once it manages more threads than there
-// are cores: beside PyTorch in one 2-core process, the port's train step went from 216 to
-// 268 ms, hence rpsm_jax.benchmark runs the port in a process of its own.
+// are cores: beside PyTorch in one 2-core process, the port's train step took 270 ms instead
+// of 221-225 (rpsm_jax.benchmark --notorch_worker), hence the benchmark's worker process.
 
 #include <condition_variable>
 #include <cstdint>
