@@ -1,12 +1,18 @@
-"""Builder pieces the datasets here share: TFDS workarounds, the per-frame schema,
-worker counts and shards written from a pool of worker processes."""
+"""Builder pieces the datasets here share: TFDS workarounds, builds that stop cleanly,
+the per-frame schema, worker counts and shards written from a pool of worker processes."""
 
+import contextlib
+import fcntl
 import os
+import shutil
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Collection, Generator, Iterator, Mapping, Sequence
 from typing import Any
 
+from absl import logging
 from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
@@ -25,8 +31,115 @@ _FRAME_DOCS = {
 }
 
 
+# Signals that stop a build like Ctrl-C does (a scheduler's or `timeout`'s SIGTERM, a
+# closed terminal's SIGHUP), where nobody else handles them.
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+_LOCK_FILE = ".build.lock"  # In data_dir/<name>/<config>/, beside the version folders.
+
+
+class BuildStopped(SystemExit):
+  """A build stopped by a signal; the process exits with 128 + the signal's number.
+
+  A SystemExit, so that like KeyboardInterrupt it passes `except Exception` and runs
+  every `finally` on the way out: TFDS removes its incomplete folder, pools stop.
+  """
+
+  def __init__(self, signum: int):
+    super().__init__(128 + signum)
+    self.signal_name = signal.Signals(signum).name
+
+
+@contextlib.contextmanager
+def stop_on_signals(what: str,
+                    prepared: Callable[[], bool] = lambda: False) -> Iterator[None]:
+  """Within: SIGTERM and SIGHUP raise BuildStopped, where they would kill the process.
+
+  Handlers someone else installed stay; off the main thread (where Python cannot set
+  handlers) nothing changes. A second signal kills at once, as it would have.
+
+  Args:
+    what: the build, for the message, 'h36m_clips/crop368_step5/1.0.0'.
+    prepared: whether the dataset is complete (the signal came after the build).
+  """
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  replaced = [s for s in _STOP_SIGNALS if signal.getsignal(s) == signal.SIG_DFL]
+
+  def stop(signum, frame):
+    del frame
+    for s in replaced:
+      signal.signal(s, signal.SIG_DFL)
+    raise BuildStopped(signum)
+
+  for s in replaced:
+    signal.signal(s, stop)
+  try:
+    yield
+  except BuildStopped as e:
+    pool.close_all()
+    logging.error("%s: build stopped by %s (exit status %d): worker processes stopped, "
+                  "%s.", what, e.signal_name, e.code,
+                  "the dataset was already complete" if prepared() else
+                  "incomplete output removed, no dataset written")
+    raise
+  finally:
+    for s in replaced:
+      if signal.getsignal(s) == stop:
+        signal.signal(s, signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def build_lock(config_dir: str, what: str) -> Iterator[None]:
+  """Holds config_dir's build lock: one build of a config at a time.
+
+  The lock is an flock, so the kernel releases it when its holder ends, killed or not.
+
+  Args:
+    config_dir: data_dir/<name>/<config>.
+    what: the build, for the message.
+
+  Raises:
+    RuntimeError: another process builds this config now.
+  """
+  os.makedirs(config_dir, exist_ok=True)
+  fd = os.open(os.path.join(config_dir, _LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+      raise RuntimeError(f"{what}: another build of this config is running (pid "
+                         f"{holder}, lock {config_dir}/{_LOCK_FILE}); wait for it to "
+                         "finish or stop it") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    yield
+  finally:
+    os.close(fd)  # Releases the lock.
+
+
+def remove_stale_incomplete(config_dir: str, what: str) -> list[str]:
+  """Removes the 'incomplete.*' folders of builds that ended without finishing.
+
+  Call with build_lock held: then no other build is writing into them.
+
+  Returns:
+    The folders removed.
+  """
+  removed = []
+  for name in sorted(os.listdir(config_dir)):
+    path = os.path.join(config_dir, name)
+    if name.startswith(tfds.core.constants.INCOMPLETE_PREFIX) and os.path.isdir(path):
+      logging.warning("%s: removing %s, left by a build that did not finish", what, path)
+      shutil.rmtree(path)
+      removed.append(path)
+  return removed
+
+
 class BuilderMixin:
-  """For a `Builder` in data/<name>/: array_record by default, and a working code_path.
+  """For a `Builder` in data/<name>/: array_record by default, a working code_path and
+  builds that stop cleanly.
 
   List it before the TFDS base class: `class Builder(BuilderMixin,
   tfds.core.GeneratorBasedBuilder)`.
@@ -37,6 +150,18 @@ class BuilderMixin:
     # needs no TensorFlow to write or read.
     super().__init__(file_format=file_format or tfds.core.FileFormat.ARRAY_RECORD,
                      **kwargs)
+
+  def download_and_prepare(self, *args, **kwargs):
+    """TFDS's download_and_prepare, one build per config at a time, with stale
+    incomplete folders removed first and SIGTERM/SIGHUP stopping it like Ctrl-C
+    (stop_on_signals): workers stopped, the incomplete folder removed."""
+    config_dir = os.fspath(self.data_path.parent)
+    if self.is_prepared() or "://" in config_dir:  # Remote data_dir: TFDS as is.
+      return super().download_and_prepare(*args, **kwargs)
+    what = self.info.full_name
+    with stop_on_signals(what, self.is_prepared), build_lock(config_dir, what):
+      remove_stale_incomplete(config_dir, what)
+      return super().download_and_prepare(*args, **kwargs)
 
   @tfds.core.utils.classproperty
   @classmethod

@@ -4,20 +4,39 @@ A builder writes one shard per task (a sequence, a run of persons), in order, wh
 workers prepare the next ones. Workers stream items back in chunks; the parent holds
 only the chunks of tasks it has not reached yet, and hands out at most `window` tasks
 ahead of the one being read, so memory stays bounded (about `window` tasks).
+
+Workers end with the parent however it ends: `close()` stops them on any exception
+(Ctrl-C, and SIGTERM, which builders.BuilderMixin turns into one), and a parent killed
+outright (SIGKILL, out of memory) takes them along through a parent-death signal and a
+watchdog on the pipe from the parent (`_die_with_parent`). Once they are gone the
+multiprocessing resource tracker, which they share with the parent, sees end-of-file
+and ends too, after unlinking the queues' semaphores.
 """
 
 import contextlib
+import ctypes
 import multiprocessing
+import multiprocessing.connection
+import os
 import pathlib
 import pickle
 import queue
+import signal
 import sys
+import threading
 import traceback
+import weakref
 from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Any
 
 _CHUNK = 32  # Items per message.
 _POLL_S = 5.0  # How often a waiting parent checks that its workers are alive.
+_JOIN_S = 5.0  # How long close() waits for a terminated worker before SIGKILL.
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+# Whether workers ask Linux for SIGKILL when their parent ends (tests turn it off to
+# check the watchdog alone).
+USE_PDEATHSIG = True
+_LIVE_POOLS = weakref.WeakSet()  # Pools with started workers, for close_all().
 
 
 class WorkerError(RuntimeError):
@@ -50,7 +69,39 @@ def _run_task(fn, task_index, task, results, chunk_size) -> bool:
     return False
 
 
-def _worker(fn, tasks, results, chunk_size):
+def _die_with_parent(pdeathsig: bool) -> None:
+  """Makes this worker end when its parent process ends, however the parent ends.
+
+  A parent killed with SIGKILL runs no clean-up, and an idle worker blocked in
+  tasks.get() would wait forever. Linux sends the worker SIGKILL when the thread that
+  started it ends (PR_SET_PDEATHSIG; asked only when that is the parent's main thread,
+  which lives as long as the process). On any platform, a watchdog thread waits on
+  the pipe that multiprocessing keeps open from the parent and exits at end-of-file.
+
+  Args:
+    pdeathsig: ask for the parent-death signal.
+  """
+  # Ctrl-C reaches the whole process group; the parent stops the workers itself.
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+  if pdeathsig and sys.platform.startswith("linux"):
+    try:
+      ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # No prctl here: the watchdog still works.
+      pass
+  parent = multiprocessing.parent_process()
+  if parent is None:
+    return
+  sentinel = parent.sentinel  # Also catches a parent that died before prctl.
+
+  def watch():
+    multiprocessing.connection.wait([sentinel])
+    os._exit(1)  # pylint: disable=protected-access
+
+  threading.Thread(target=watch, name="parent_watchdog", daemon=True).start()
+
+
+def _worker(fn, tasks, results, chunk_size, pdeathsig=False):
+  _die_with_parent(pdeathsig)
   import cv2  # pylint: disable=g-import-not-at-top
   cv2.setNumThreads(1)  # Parallel over processes already.
   while (item := tasks.get()) is not None:
@@ -125,12 +176,16 @@ class OrderedPool:
     self._results = context.Queue(maxsize=2 * self._num_workers)
     # 'h36m_clips_worker_0' for fn = [data.]h36m_clips.examples.task_examples.
     prefix = self._fn.__module__.split(".")[-2:][0]
+    # The parent-death signal follows the starting thread: only the main thread
+    # outlives the pool for sure.
+    pdeathsig = USE_PDEATHSIG and threading.current_thread() is threading.main_thread()
     self._workers = [
         context.Process(target=_worker, daemon=True, name=f"{prefix}_worker_{i}",
                         args=(self._fn, self._task_queue, self._results,
-                              self._chunk_size))
+                              self._chunk_size, pdeathsig))
         for i in range(self._num_workers)
     ]
+    _LIVE_POOLS.add(self)
     with importable(self._fn, _worker):
       for worker in self._workers:
         worker.start()
@@ -193,14 +248,25 @@ class OrderedPool:
 
   def close(self) -> None:
     """Stops the workers (at once, if tasks remain)."""
-    for worker in self._workers:
+    _LIVE_POOLS.discard(self)
+    started = [w for w in self._workers if w.pid is not None]  # An interrupted _start.
+    for worker in started:
       if worker.is_alive():
         worker.terminate()
-    for worker in self._workers:
-      worker.join()
+    for worker in started:
+      worker.join(_JOIN_S)
+      if worker.exitcode is None:  # Stuck in uninterruptible I/O, or SIGTERM ignored.
+        worker.kill()
+        worker.join()
     for q in (self._task_queue, self._results):
       if q is not None:
         q.cancel_join_thread()
         q.close()
     self._workers = []
     self._task_queue = self._results = None
+
+
+def close_all() -> None:
+  """Stops the workers of every open pool (a build being stopped by a signal)."""
+  for runner in list(_LIVE_POOLS):
+    runner.close()

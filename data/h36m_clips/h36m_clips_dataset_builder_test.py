@@ -433,12 +433,13 @@ def test_killed_build_leaves_no_dataset(tmp_path, monkeypatch):
   child.join(60)
   assert child.exitcode == 3
   config_dir = data_dir / "h36m_clips" / "mini"
-  leftovers = [p.name for p in config_dir.iterdir()]
+  leftovers = [p.name for p in config_dir.iterdir() if p.name != ".build.lock"]
   assert len(leftovers) == 1 and leftovers[0].startswith("incomplete.")
   builder = _builder(data_dir, train_subjects=("S1",), test_subjects=("S9",))
   assert not builder.is_prepared()
-  # Building again works (the stale incomplete folder stays until removed).
+  # Building again works and removes the stale incomplete folder.
   monkeypatch.setenv(builder_lib._WORKERS_ENV, "0")  # pylint: disable=protected-access
   testing.prepare(builder, manual_dir)
   assert builder.is_prepared()
   assert len(builder.as_data_source()["train"]) == 2 * len(range(0, _NUM_POSES, _STEP))
+  assert sorted(p.name for p in config_dir.iterdir()) == [".build.lock", "1.0.0"]

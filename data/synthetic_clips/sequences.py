@@ -6,6 +6,7 @@ regenerated alone, in any order or process, bit for bit.
 """
 
 import dataclasses
+from collections.abc import Iterator
 
 import cv2
 import numpy as np
@@ -145,3 +146,8 @@ def film(spec: SequenceSpec, draw_person: bool = True) -> list[tuple[str, dict]]
           "frame_index": np.int32(t),
       }))
   return out
+
+
+def film_items(spec: SequenceSpec) -> Iterator[tuple[str, dict]]:
+  """film(spec), item by item: the worker pool's entry point (pool.OrderedPool)."""
+  yield from film(spec)

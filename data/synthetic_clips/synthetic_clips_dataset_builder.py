@@ -6,7 +6,6 @@ array_record by default and needs no TensorFlow to build or read.
 """
 
 import dataclasses
-import multiprocessing
 import os
 
 import tensorflow_datasets as tfds
@@ -128,11 +127,11 @@ class Builder(builders.BuilderMixin, tfds.core.GeneratorBasedBuilder):
         yield from sequences.film(spec)
       return
     # Sequences are independent and seeded by their identity, so the output does not
-    # depend on the number of processes; imap keeps the order.
-    with pool.importable(sequences.film), multiprocessing.get_context("spawn").Pool(
-        workers) as processes:
-      for examples in processes.imap(sequences.film, specs):
-        yield from examples
+    # depend on the number of processes; the pool keeps the order, and its workers
+    # end with this process however it ends.
+    with pool.OrderedPool(sequences.film_items, specs, workers) as runner:
+      for index in range(len(specs)):
+        yield from runner.results(index)
 
 
 def _num_workers(cfg: SyntheticClipsConfig, num_tasks: int) -> int:
