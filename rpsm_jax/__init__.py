@@ -1,6 +1,8 @@
-"""rpsm_jax: Recurrent 3D Pose Sequence Machines in JAX/Flax."""
+"""rpsm_jax: Recurrent 3D Pose Sequence Machines in JAX/Flax.
 
-from rpsm_jax import xla_cpu as _xla_cpu
-
-# Must run before JAX creates its CPU client: XLA reads XLA_FLAGS once, at that moment.
-CPU_CONV_FLAG_IN_EFFECT = _xla_cpu.configure()
+Importing the package has no side effects. Entry points (rpsm_jax.main, predict, benchmark,
+...) set XLA:CPU options and the allocator themselves (rpsm_jax.cpu.xla_cpu) before JAX
+starts; the layers, from the bottom up: joints, poses, metrics, workdir -> models ->
+pipeline -> training, evaluation -> apps, tools. rpsm_jax.cpu holds the CPU-only kernels
+that the models receive as an argument.
+"""

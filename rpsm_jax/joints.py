@@ -36,6 +36,18 @@ MPII_JOINTS = (
 MPII_PARENTS = (1, 2, 6, 6, 3, 4, -1, 6, 7, 8, 11, 12, 7, 7, 13, 14)
 
 
+def names(num_joints: int) -> tuple[str, ...]:
+  """The joint layout of a model with `num_joints` outputs (Human3.6M 17 or HumanEva 14)."""
+  layouts = {len(H36M_JOINTS): H36M_JOINTS, len(HUMANEVA_JOINTS): HUMANEVA_JOINTS}
+  return layouts.get(num_joints, tuple(f"joint_{i}" for i in range(num_joints)))
+
+
+def parents(num_joints: int) -> tuple[int, ...]:
+  """Each joint's parent in the skeleton of `names(num_joints)` (-1: none)."""
+  layouts = {len(H36M_PARENTS): H36M_PARENTS, len(HUMANEVA_PARENTS): HUMANEVA_PARENTS}
+  return layouts.get(num_joints, (-1,) * num_joints)
+
+
 def is_left(name: str) -> bool:
   return name.startswith("L")
 

@@ -10,11 +10,9 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-import rpsm_jax  # noqa: F401  (sets XLA:CPU options before JAX starts)
-
 import jax
 
-from rpsm_jax import xla_cpu
+from rpsm_jax.cpu import xla_cpu
 
 FLAGS = flags.FLAGS
 _MODES = ("train", "eval", "summary", "pretrain2d")
@@ -51,17 +49,17 @@ def main(argv):
     handler.addFilter(_QuietLibraries())
   config = FLAGS.config
   if FLAGS.mode == "summary":
-    from rpsm_jax import summary  # pylint: disable=g-import-not-at-top
+    from rpsm_jax.tools import summary  # pylint: disable=g-import-not-at-top
     summary.print_summary(config)
     return
   if not FLAGS.workdir:
     raise app.UsageError(f"--workdir is required for --mode={FLAGS.mode}")
-  from rpsm_jax import train  # pylint: disable=g-import-not-at-top
+  from rpsm_jax.training import train  # pylint: disable=g-import-not-at-top
   train.initialize_distributed()
   logging.info("JAX process %d / %d, local devices %s", jax.process_index(),
                jax.process_count(), jax.local_devices())
   if FLAGS.mode == "pretrain2d":
-    from rpsm_jax import pretrain2d  # pylint: disable=g-import-not-at-top
+    from rpsm_jax.training import pretrain2d  # pylint: disable=g-import-not-at-top
     pretrain2d.pretrain(config, FLAGS.workdir)
   elif FLAGS.mode == "train":
     train.train_and_evaluate(config, FLAGS.workdir)
@@ -70,5 +68,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  xla_cpu.configure()   # before JAX creates its CPU client
   jax.config.config_with_absl()
   app.run(main)

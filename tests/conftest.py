@@ -1,6 +1,9 @@
 """Shared fixtures: the 'tiny' synthetic dataset, built once per test session."""
 
-import rpsm_jax  # noqa: F401  (XLA:CPU options before JAX starts)
+from rpsm_jax import model_factory
+from rpsm_jax.cpu import xla_cpu
+
+xla_cpu.configure()   # as the entry points do, before JAX starts
 
 import jax
 import jax.numpy as jnp
@@ -8,8 +11,7 @@ import numpy as np
 import pytest
 
 from configs import synthetic_tiny
-from rpsm_jax import datasets
-from rpsm_jax import models
+from rpsm_jax.pipeline import datasets
 
 
 @pytest.fixture(scope="session")
@@ -36,10 +38,10 @@ def _matches_direct(algorithm: str, tile: int = 0, tol: float = 1e-4):
   array's largest value). Returns (direct model, model, params, frames)."""
   config = synthetic_tiny.get_config()
   config.model.conv_algorithm = "direct"
-  direct_model = models.create_model(config.model)
+  direct_model = model_factory.create_model(config.model)
   config.model.conv_algorithm = algorithm
   config.model.winograd_tile = tile
-  model = models.create_model(config.model)
+  model = model_factory.create_model(config.model)
   s = config.model.input_size
   frames = jax.random.uniform(jax.random.PRNGKey(0), (2, config.clip_length, s, s, 3)) - 0.5
   params = direct_model.init(jax.random.PRNGKey(1), frames)["params"]

@@ -3,7 +3,7 @@
 One example per annotated person: a square crop around the person (the crop of the
 HRNet / simple-baselines code, README.md beside this file), the 16 joints in pixels of
 the stored crop (rpsm_jax.joints.MPII_JOINTS) and which of them are annotated. Heatmap
-targets are computed from these by `rpsm_jax.heatmaps.heatmaps`, not stored. Splits
+targets are computed from these by `rpsm_jax.training.heatmaps.heatmaps`, not stored. Splits
 'train' and 'validation' are those codebases' annot/train.json and annot/valid.json.
 Writes array_record and needs no TensorFlow.
 """

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from data._builder_tools import testing
-from rpsm_jax import heatmaps
+from rpsm_jax.training import heatmaps
 from rpsm_jax import joints
 
 from . import annotations

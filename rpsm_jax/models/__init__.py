@@ -1,23 +1,28 @@
 """RPSM modules: the shared 2D trunk, stage 2D layers, feature adaption, 3D recurrent."""
 
+from typing import Optional
+
 import jax.numpy as jnp
 
-from rpsm_jax import convolution
-
 from rpsm_jax.models.adaption import FeatureAdaption
+from rpsm_jax.models.layers import Convolution
 from rpsm_jax.models.pose2d import StagePose2D
 from rpsm_jax.models.recurrent import PoseRecurrent3D, zero_carry
 from rpsm_jax.models.rpsm import RPSM
 from rpsm_jax.models.trunk import Pose2DTrunk
 
-__all__ = ["DTYPES", "FeatureAdaption", "Pose2DTrunk", "PoseRecurrent3D", "RPSM",
+__all__ = ["Convolution", "DTYPES", "FeatureAdaption", "Pose2DTrunk", "PoseRecurrent3D", "RPSM",
            "StagePose2D", "create_model", "zero_carry"]
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
-def create_model(model_config) -> RPSM:
-  """Builds the RPSM from `config.model` (see configs/default.py)."""
+def create_model(model_config, convolution: Optional[Convolution] = None) -> RPSM:
+  """Builds the RPSM from `config.model` (see configs/default.py).
+
+  convolution: what every convolution layer runs (None: lax's). model_factory.create_model
+  chooses it from config.model.conv_algorithm and the backend.
+  """
   if model_config.dtype not in DTYPES:
     raise ValueError(f"config.model.dtype must be one of {sorted(DTYPES)}, "
                      f"got {model_config.dtype!r}")
@@ -32,7 +37,5 @@ def create_model(model_config) -> RPSM:
       share_2d=model_config.share_2d,
       remat_trunk=model_config.remat_trunk,
       initializer=model_config.initializer,
-      # .get: the config.json of runs saved before these fields existed.
-      conv=convolution.make_conv(model_config.get("conv_algorithm", "auto"),
-                                 model_config.get("winograd_tile", 0)),
+      conv=convolution,
       dtype=DTYPES[model_config.dtype])

@@ -5,7 +5,7 @@ from typing import Any, Callable, Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
-from rpsm_jax.models.layers import ConvReLU, max_pool_2x2, relu_init
+from rpsm_jax.models.layers import Convolution, ConvReLU, max_pool_2x2, relu_init
 
 VARIANTS = ("paper", "official")
 
@@ -24,7 +24,7 @@ class FeatureAdaption(nn.Module):
   variant: str = "paper"
   dtype: Any = jnp.float32
   initializer: str = "he"
-  conv: Optional[Callable] = None     # see ConvReLU
+  conv: Optional[Convolution] = None     # see ConvReLU
 
   @nn.compact
   def __call__(self, x):

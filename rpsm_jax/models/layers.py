@@ -1,12 +1,13 @@
 """Small building blocks shared by the RPSM modules."""
 
+import dataclasses
 from typing import Any, Callable, Optional
 
 import flax.linen as nn
 from jax import lax
 import jax.numpy as jnp
 
-from rpsm_jax import pooling
+from rpsm_jax.models import pooling
 
 INITS = ("he", "xavier")
 # Linear read-outs (no ReLU after them) always use Xavier.
@@ -34,11 +35,31 @@ def scaled(channels: int, width: float) -> int:
   return max(8, int(round(channels * width)))
 
 
+@dataclasses.dataclass(frozen=True)
+class Convolution:
+  """The convolution the layers run (models.create_model's `convolution`).
+
+  conv: lax.conv_general_dilated's signature (rpsm_jax.cpu.convolution offers Winograd and
+    oneDNN ones for CPUs).
+  conv_bias_relu: optional fused relu(conv(x, kernel) + bias) for an NHWC/HWIO layer,
+    (x, kernel, bias, strides, padding) -> array, or None for a layer it does not take
+    (the layer then adds bias and ReLU itself).
+  """
+  conv: Callable = lax.conv_general_dilated
+  conv_bias_relu: Optional[Callable] = None
+
+  def __call__(self, *args, **kwargs):
+    return self.conv(*args, **kwargs)
+
+
+LAX = Convolution()
+
+
 class Conv2D(nn.Module):
   """nn.Conv (same parameters "kernel" (k, k, C_in, features) and "bias", same
   initialisation order, so the same values) with padding k // 2, followed by ReLU when
-  `relu`. With `conv` offering conv_bias_relu (rpsm_jax.convolution.OnednnConv), the
-  convolution, bias and ReLU run as one call where it accepts the layer.
+  `relu`. Where `conv` has conv_bias_relu and takes the layer, convolution, bias and ReLU
+  run as one call.
   Input (..., H, W, C_in) -> (..., ceil(H/stride), ceil(W/stride), features).
   """
   features: int
@@ -46,7 +67,7 @@ class Conv2D(nn.Module):
   stride: int = 1
   dtype: Any = jnp.float32
   kernel_init: Callable = nn.initializers.he_normal()
-  conv: Optional[Callable] = None
+  conv: Optional[Convolution] = None   # None: LAX
   relu: bool = False
 
   @nn.compact
@@ -59,10 +80,10 @@ class Conv2D(nn.Module):
     batch_shape = x.shape[:-3]
     x = x.reshape((-1,) + x.shape[-3:])
     strides = (self.stride, self.stride)
-    fused = getattr(self.conv, "conv_bias_relu", None) if self.relu else None
+    conv = self.conv or LAX
+    fused = conv.conv_bias_relu if self.relu else None
     y = fused(x, kernel, bias, strides, pad) if fused is not None else None
     if y is None:
-      conv = self.conv or lax.conv_general_dilated
       y = conv(x, kernel, strides, pad, dimension_numbers=("NHWC", "HWIO", "NHWC")) + bias
       y = nn.relu(y) if self.relu else y
     return y.reshape(batch_shape + y.shape[1:])
@@ -74,7 +95,7 @@ class ConvReLU(nn.Module):
   Not "SAME": for a stride-2 convolution on an even size XLA's SAME pads (1, 2) where
   Torch pads (2, 2), which shifts every window by one pixel (46 -> 23 and 12 -> 6 in the
   feature adaption). Output sizes are the same for odd kernels.
-  `conv`: a lax.conv_general_dilated replacement (rpsm_jax.convolution), None for lax's.
+  `conv`: the Convolution to run (None: lax's).
   Input (N, H, W, C_in) -> output (N, ceil(H/stride), ceil(W/stride), features).
   """
   features: int
@@ -82,7 +103,7 @@ class ConvReLU(nn.Module):
   stride: int = 1
   dtype: Any = jnp.float32
   initializer: str = "he"
-  conv: Optional[Callable] = None
+  conv: Optional[Convolution] = None
 
   @nn.compact
   def __call__(self, x):
@@ -93,6 +114,6 @@ class ConvReLU(nn.Module):
 def max_pool_2x2(x, ceil_mode: bool = False):
   """2x2/2 max-pool of (N, H, W, C). Ceil mode pads bottom/right with -inf as Torch does.
 
-  rpsm_jax.pooling: the same values and gradients, with a cheaper gradient on CPU.
+  rpsm_jax.models.pooling: the same values and gradients, with a cheaper gradient on CPU.
   """
   return pooling.max_pool_2x2(x, ceil_mode)

@@ -5,7 +5,7 @@ from typing import Any, Callable, Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
-from rpsm_jax.models.layers import ConvReLU
+from rpsm_jax.models.layers import Convolution, ConvReLU
 
 
 class StagePose2D(nn.Module):
@@ -18,7 +18,7 @@ class StagePose2D(nn.Module):
   features: int
   dtype: Any = jnp.float32
   initializer: str = "he"
-  conv: Optional[Callable] = None     # see ConvReLU
+  conv: Optional[Convolution] = None     # see ConvReLU
 
   @nn.compact
   def __call__(self, shared, previous: Optional[jnp.ndarray] = None):

@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from rpsm_jax.models.adaption import FeatureAdaption
-from rpsm_jax.models.layers import scaled
+from rpsm_jax.models.layers import Convolution, scaled
 from rpsm_jax.models.pose2d import StagePose2D
 from rpsm_jax.models.recurrent import PoseRecurrent3D
 from rpsm_jax.models.trunk import Pose2DTrunk
@@ -35,7 +35,7 @@ class RPSM(nn.Module):
   remat_trunk: bool = False
   dtype: Any = jnp.float32
   initializer: str = "he"
-  conv: Optional[Callable] = None     # lax.conv_general_dilated replacement (ConvReLU)
+  conv: Optional[Convolution] = None     # None: lax's (layers.Convolution)
 
   @nn.compact
   def __call__(self, frames, carries: Optional[Sequence[tuple]] = None,

@@ -5,7 +5,7 @@ from typing import Any, Callable, Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
-from rpsm_jax.models.layers import ConvReLU, max_pool_2x2, scaled
+from rpsm_jax.models.layers import Convolution, ConvReLU, max_pool_2x2, scaled
 
 # Channels of the 15 3x3 convolutions, one tuple per resolution; a 2x2/2 max-pool separates
 # consecutive blocks (three pools: 368 -> 46).
@@ -21,7 +21,7 @@ class Pose2DTrunk(nn.Module):
   width: float = 1.0
   dtype: Any = jnp.float32
   initializer: str = "he"
-  conv: Optional[Callable] = None     # see ConvReLU
+  conv: Optional[Convolution] = None     # see ConvReLU
 
   @nn.compact
   def __call__(self, x):

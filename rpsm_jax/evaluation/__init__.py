@@ -1,0 +1,1 @@
+"""Evaluation: the protocol (results.json / results.md) and its figures."""

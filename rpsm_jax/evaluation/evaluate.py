@@ -1,0 +1,152 @@
+"""Evaluation: every frame of the eval split scored with every stage, in mm.
+
+Protocol as the paper's Table 2 and the authors' code: non-overlapping clips, LSTM state
+reset per clip, predictions un-normalised with the training statistics, root-aligned, MPJPE
+averaged over all joints (root included). Reported per action, per subject and per stage:
+P1 (MPJPE), P2 (P-MPJPE), N-MPJPE and MPJVE; the action-wise average (mean over actions, the
+paper's "Avg") and the frame-wise average; a mean-pose baseline for reference.
+"""
+
+import json
+import os
+from typing import Optional
+
+import jax
+import numpy as np
+
+from rpsm_jax import poses
+from rpsm_jax import metrics
+
+METRICS = ("mpjpe_mm", "p_mpjpe_mm", "n_mpjpe_mm", "mpjve_mm")
+
+
+def predict(model, params, loader, max_clips: int = 0) -> dict:
+  """Runs the model over the loader's clips (all, or the first `max_clips`).
+
+  Returns numpy arrays: pred (K, N, T, P, 3) root-relative mm, gt (N, T, P, 3) mm,
+  mask (N, T), record (N, T).
+  """
+  @jax.jit
+  def forward(params, image):
+    return model.apply({"params": params}, poses.model_input(image))
+
+  num_batches = loader.num_batches
+  if max_clips:
+    num_batches = min(num_batches, -(-max_clips // loader.batch_size))
+  preds, gts, masks, records = [], [], [], []
+  for batch in loader.iterate(num_steps=num_batches):
+    preds.append(forward(params, batch["image"]))
+    gts.append(batch["pose_3d_mm"])
+    masks.append(batch["mask"])
+    records.append(batch["record"])
+  pred = loader.norm.denormalize(np.concatenate(jax.device_get(preds), axis=1))
+  return {"pred": pred, "gt": np.concatenate(gts), "mask": np.concatenate(masks),
+          "record": np.concatenate(records)}
+
+
+def _mean(values: np.ndarray) -> Optional[float]:
+  values = values[np.isfinite(values)]
+  return float(values.mean()) if values.size else None
+
+
+def score(out: dict, index, norm, root_joint: int) -> dict:
+  """Per-frame errors of every stage, grouped by action and subject (see module doc)."""
+  pred, gt, mask, record = out["pred"], out["gt"], out["mask"], out["record"]
+  k = pred.shape[0]
+  frame_mask = mask.reshape(-1)
+  rec = record.reshape(-1)[frame_mask]
+  # Per-frame errors, (K, F) over the valid frames F.
+  errors = {name: [] for name in METRICS}
+  for s in range(k):
+    flat_pred = pred[s].reshape((-1,) + pred.shape[-2:])[frame_mask]
+    flat_gt = gt.reshape((-1,) + gt.shape[-2:])[frame_mask]
+    errors["mpjpe_mm"].append(metrics.mpjpe(flat_pred, flat_gt, root=root_joint,
+                                            reduce=False))
+    errors["p_mpjpe_mm"].append(metrics.p_mpjpe(flat_pred, flat_gt, reduce=False))
+    errors["n_mpjpe_mm"].append(metrics.n_mpjpe(flat_pred, flat_gt, root=root_joint,
+                                                reduce=False))
+    if pred.shape[2] > 1:
+      # Velocity error of frame t's step from t-1, assigned to frame t (NaN at t = 0).
+      vel = metrics.mpjve(pred[s], gt, root=root_joint, mask=mask, reduce=False)
+      vel = np.concatenate([np.full(vel.shape[:-1] + (1,), np.nan), vel], axis=-1)
+      errors["mpjve_mm"].append(vel.reshape(-1)[frame_mask])
+    else:
+      errors["mpjve_mm"].append(np.full(rec.shape, np.nan))
+  errors = {name: np.stack(v) for name, v in errors.items()}
+  stages = [f"stage_{s + 1}" for s in range(k)]
+
+  def group_table(ids, names):
+    table = {}
+    for i, name in enumerate(names):
+      sel = ids[rec] == i
+      if not sel.any():
+        continue
+      entry = {m: _mean(errors[m][-1, sel]) for m in METRICS}
+      entry["frames"] = int(sel.sum())
+      entry["stages"] = {st: {m: _mean(errors[m][s, sel]) for m in METRICS}
+                         for s, st in enumerate(stages)}
+      table[name] = entry
+    return table
+
+  per_action = group_table(index.action, index.action_names)
+  per_subject = group_table(index.subject, index.subject_names)
+  results = {
+      name: {st: _mean(np.array([a["stages"][st][name] for a in per_action.values()],
+                                dtype=np.float64))
+             for st in stages}
+      for name in METRICS
+  }
+  results["framewise"] = {name: {st: _mean(errors[name][s]) for s, st in enumerate(stages)}
+                          for name in METRICS}
+  gt_valid = gt.reshape((-1,) + gt.shape[-2:])[frame_mask]
+  baseline = metrics.mpjpe(np.broadcast_to(norm.mean_pose, gt_valid.shape), gt_valid,
+                           root=root_joint, reduce=False)
+  results["baseline_mean_pose_mpjpe_mm"] = _mean(np.array(
+      [baseline[index.action[rec] == i].mean() for i in range(len(index.action_names))
+       if (index.action[rec] == i).any()]))
+  results["baseline_mean_pose_mpjpe_mm_framewise"] = float(baseline.mean())
+  results["per_action"] = per_action
+  results["per_subject"] = per_subject
+  results["frames"] = int(frame_mask.sum())
+  return results
+
+
+def evaluate(model, params, loader, norm, root_joint: int, max_clips: int = 0) -> dict:
+  out = predict(model, params, loader, max_clips)
+  results = score(out, loader.index, norm, root_joint)
+  results["clips"] = int(out["mask"].any(axis=1).sum())
+  return results
+
+
+def _fmt(x) -> str:
+  return "-" if x is None else f"{x:.1f}"
+
+
+def markdown_table(results: dict) -> str:
+  """Per action (last stage) and per stage (action-wise averages), in mm."""
+  lines = ["| action | frames | MPJPE | P-MPJPE | N-MPJPE | MPJVE |",
+           "|---|---:|---:|---:|---:|---:|"]
+  for action, r in results["per_action"].items():
+    lines.append(f"| {action} | {r['frames']} | " +
+                 " | ".join(_fmt(r[m]) for m in METRICS) + " |")
+  stages = list(results["mpjpe_mm"])
+  lines += ["", "| stage | MPJPE (action avg) | P-MPJPE | N-MPJPE | MPJVE | "
+            "MPJPE (frame avg) |", "|---|---:|---:|---:|---:|---:|"]
+  for st in stages:
+    lines.append(f"| {st} | " + " | ".join(_fmt(results[m][st]) for m in METRICS) +
+                 f" | {_fmt(results['framewise']['mpjpe_mm'][st])} |")
+  lines += ["", f"Mean-pose baseline MPJPE (action avg): "
+            f"{_fmt(results['baseline_mean_pose_mpjpe_mm'])} mm; "
+            f"{results['frames']} frames."]
+  return "\n".join(lines) + "\n"
+
+
+def write_results(results: dict, outdir: str) -> None:
+  """Writes <outdir>/results.json and <outdir>/results.md (atomically)."""
+  os.makedirs(outdir, exist_ok=True)
+  for name, text in (("results.json", json.dumps(results, indent=2)),
+                     ("results.md", markdown_table(results))):
+    path = os.path.join(outdir, name)
+    with open(path + ".tmp", "w") as f:
+      f.write(text)
+    os.replace(path + ".tmp", path)

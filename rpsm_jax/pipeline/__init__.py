@@ -1,0 +1,1 @@
+"""From TFDS records to batches: datasets, split index, clips, augmentation, loader."""

@@ -1,0 +1,190 @@
+"""`--mode=pretrain2d`: the shared 2D trunk pretrained on MPII joint heatmaps.
+
+The paper pretrains the shared layers on MPII with an extra convolution producing joint
+heatmaps (the CPM recipe). Here: Pose2DTrunk + a 1x1 convolution to P heatmaps at the
+trunk's resolution (S/8), Gaussian targets (rpsm_jax.training.heatmaps), squared error over the
+annotated joints. Checkpoints go to <workdir>/checkpoints like a 3D run's, so a 3D config
+starts from them with `--config.model.trunk_init=checkpoint:<workdir>` (optionally
+`--config.model.freeze_trunk=True`, as the authors froze theirs).
+"""
+
+import json
+import os
+
+from absl import logging
+import flax.linen as nn
+from flax.training import train_state
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rpsm_jax import poses
+from rpsm_jax import joints
+from rpsm_jax.training import checkpoints
+from rpsm_jax.pipeline import datasets
+from rpsm_jax.training import heatmaps
+from rpsm_jax.pipeline import input_pipeline
+from rpsm_jax.training import metric_writers
+from rpsm_jax import models
+from rpsm_jax.training import optim
+from rpsm_jax.training import progress
+from rpsm_jax.models.layers import output_init
+from rpsm_jax.models.trunk import Pose2DTrunk
+
+
+class HeatmapModel(nn.Module):
+  """Pose2DTrunk + 1x1 conv: (N, S, S, 3) images -> (N, S/8, S/8, num_joints) heatmaps."""
+  num_joints: int = 16
+  width: float = 1.0
+  dtype: str = "float32"
+  initializer: str = "he"
+
+  @nn.compact
+  def __call__(self, images):
+    dtype = models.DTYPES[self.dtype]
+    x = Pose2DTrunk(self.width, dtype, self.initializer, name="trunk")(images.astype(dtype))
+    x = nn.Conv(self.num_joints, (1, 1), dtype=dtype, kernel_init=output_init,
+                name="heatmap")(x)
+    return x.astype(jnp.float32)
+
+
+class HeatmapLoader:
+  """Batches of (image, heatmaps, visible) from a 2D split; batch `step` depends only on
+  (seed, step). Training draws a scale in [scale_min, scale_max] per image, as the 3D
+  pipeline does per frame."""
+
+  def __init__(self, source, *, input_size: int, batch_size: int, seed: int,
+               shuffle: bool, augment=None, sigma: float = heatmaps.SIGMA):
+    self.source, self.input_size, self.batch_size = source, input_size, batch_size
+    self.seed, self.shuffle, self.sigma = seed, shuffle, sigma
+    self.augment = augment if augment is not None and augment.enabled else None
+    if len(source) == 0:
+      raise ValueError("the 2D pretraining split is empty")
+
+  @property
+  def num_batches(self) -> int:
+    return -(-len(self.source) // self.batch_size)
+
+  def batch(self, step: int) -> dict:
+    n, b = len(self.source), self.batch_size
+    positions = np.arange(step * b, (step + 1) * b)
+    if self.shuffle:
+      ids = input_pipeline.epoch_shuffle(self.seed, positions, n)
+    else:
+      ids = np.minimum(positions, n - 1)
+    weight = (positions < n) | self.shuffle
+    rng = np.random.default_rng([self.seed, step, 2])
+    images, maps, visible, joints_2d = [], [], [], []
+    for i in ids:
+      ex = self.source[int(i)]
+      scale, shift = 1.0, (0.5, 0.5)
+      if self.augment is not None:
+        scale = rng.uniform(self.augment.scale_min, self.augment.scale_max)
+        shift = tuple(rng.uniform(0.0, 1.0, 2))
+      image, joints = input_pipeline.scale_and_crop(
+          np.asarray(ex["image"]), np.asarray(ex["joints_2d"], np.float32),
+          self.input_size, scale, shift)
+      vis = np.asarray(ex["visible"], bool)
+      images.append(image)
+      maps.append(heatmaps.heatmaps(joints, vis, self.input_size, self.sigma))
+      visible.append(vis)
+      joints_2d.append(joints)
+    return {"image": np.stack(images), "heatmaps": np.stack(maps),
+            "visible": np.stack(visible) & weight[:, None],
+            "joints_2d": np.stack(joints_2d)}
+
+
+def heatmap_loss(pred, target, visible):
+  """Sum of squared heatmap errors over cells and annotated joints, mean over images.
+
+  pred, target (B, G, G, P); visible (B, P)."""
+  sq = jnp.sum((pred - target) ** 2, axis=(1, 2)) * visible
+  return jnp.sum(sq) / pred.shape[0]
+
+
+def peak_error_px(pred, joints_target, visible, stride: int = heatmaps.STRIDE):
+  """Mean distance (input pixels) between each heatmap's peak cell centre and the joint.
+
+  pred (B, G, G, P); joints_target (B, P, 2); visible (B, P). NaN without visible joints.
+  """
+  b, g, _, p = pred.shape
+  flat = pred.reshape(b, g * g, p).argmax(axis=1)                 # (B, P)
+  peak = np.stack([flat % g, flat // g], axis=-1) * stride + stride / 2
+  err = np.linalg.norm(peak - joints_target, axis=-1)
+  return float(err[visible].mean()) if visible.any() else float("nan")
+
+
+def pretrain(config, workdir: str) -> dict:
+  """Trains HeatmapModel on config.pretrain2d's dataset; returns validation metrics."""
+  pc = config.pretrain2d
+  builder = datasets.prepare(pc.dataset)
+  common = dict(input_size=config.model.input_size, batch_size=pc.batch_size,
+                seed=config.seed, sigma=pc.sigma)
+  train = HeatmapLoader(builder.as_data_source(split=pc.dataset.train_split),
+                        shuffle=True, augment=config.augment, **common)
+  evaluation = HeatmapLoader(builder.as_data_source(split=pc.dataset.eval_split),
+                             shuffle=False, **common)
+  num_joints = builder.info.features["visible"].shape[0]
+  model = HeatmapModel(num_joints, config.model.width, config.model.dtype,
+                       config.model.initializer)
+  tx, schedule = optim.create_optimizer(pc.optimizer, pc.num_train_steps)
+  size = config.model.input_size
+  params = jax.jit(model.init)(jax.random.key(config.seed),
+                               jnp.zeros((1, size, size, 3)))["params"]
+  state = train_state.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+  os.makedirs(workdir, exist_ok=True)
+  manager = checkpoints.Checkpoints(workdir, config.keep_checkpoints)
+  state = manager.restore_latest(state)
+  start = int(state.step)
+  writer = metric_writers.MetricWriter(workdir, just_logging=jax.process_index() > 0)
+
+  @jax.jit
+  def step_fn(state, batch):
+    def loss_fn(p):
+      pred = state.apply_fn({"params": p}, poses.model_input(batch["image"]))
+      return heatmap_loss(pred, batch["heatmaps"], batch["visible"])
+    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    return state.apply_gradients(grads=grads), loss
+
+  forward = jax.jit(lambda p, image: model.apply({"params": p},
+                                                 poses.model_input(image)))
+  report = progress.Progress(pc.num_train_steps, start, frames_per_step=pc.batch_size)
+  losses = []
+  try:
+    for step in range(start, pc.num_train_steps):
+      state, loss = step_fn(state, train.batch(step))
+      losses.append(loss)
+      done = step + 1
+      if done % config.log_every_steps == 0 or done == pc.num_train_steps:
+        scalars = {"pretrain2d/loss": float(np.mean(jax.device_get(losses))),
+                   "learning_rate": float(schedule(done - 1)), **report.rates(done)}
+        writer.write_scalars(done, scalars)
+        report.update(done, scalars["pretrain2d/loss"])
+        losses = []
+      if done % config.checkpoint_every_steps == 0:
+        manager.save(done, state)
+  finally:
+    report.close()
+  manager.save(pc.num_train_steps, state)
+  manager.close()
+
+  errors, weights, total_loss = [], [], 0.0
+  for i in range(evaluation.num_batches):
+    batch = evaluation.batch(i)
+    pred = np.asarray(forward(state.params, batch["image"]))
+    total_loss += float(heatmap_loss(pred, batch["heatmaps"], batch["visible"]))
+    errors.append(peak_error_px(pred, batch["joints_2d"], batch["visible"]))
+    weights.append(int(batch["visible"].sum()))
+  results = {"step": int(state.step),
+             "val_heatmap_loss": total_loss / evaluation.num_batches,
+             "val_peak_error_px": float(np.average(errors, weights=weights))
+                                  if sum(weights) else None,
+             "input_size": size, "num_joints": num_joints}
+  writer.write_scalars(int(state.step), {
+      "pretrain2d/val_loss": results["val_heatmap_loss"]})
+  writer.close()
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "pretrain2d_results.json"), "w") as f:
+      json.dump(results, f, indent=2)
+  logging.info("2D pretraining done: %s", results)
+  return results

@@ -1,0 +1,160 @@
+"""oneDNN convolutions through JAX's FFI (rpsm_jax.cpu.onednn) against lax.conv."""
+
+import glob
+import os
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+import numpy as np
+import pytest
+
+from rpsm_jax.cpu import convolution
+from rpsm_jax.cpu import onednn
+
+AVAILABLE, WHY = onednn.available()
+needs_onednn = pytest.mark.skipif(not AVAILABLE, reason=WHY)
+NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def _random(shape, seed):
+  return jax.random.normal(jax.random.PRNGKey(seed), shape, jnp.float32)
+
+
+# (x shape, kernel shape, strides, padding): the model's 3x3/1 and 5x5/2 layers, a 1x1,
+# uneven and zero padding, odd sizes where a stride-2 window leaves pixels over, C != O.
+CASES = [
+    ((2, 9, 11, 3), (3, 3, 3, 5), (1, 1), ((1, 1), (1, 1))),
+    ((2, 10, 10, 4), (5, 5, 4, 6), (2, 2), ((2, 2), (2, 2))),
+    ((2, 9, 9, 4), (5, 5, 4, 6), (2, 2), ((2, 2), (2, 2))),
+    ((1, 7, 8, 4), (1, 1, 4, 3), (1, 1), ((0, 0), (0, 0))),
+    ((3, 6, 7, 2), (3, 3, 2, 4), (1, 2), ((0, 2), (1, 0))),
+    ((1, 12, 12, 16), (3, 3, 16, 16), (1, 1), ((1, 1), (1, 1))),
+]
+
+
+@needs_onednn
+@pytest.mark.parametrize("x_shape, w_shape, strides, padding", CASES)
+def test_conv_and_gradients_match_lax(x_shape, w_shape, strides, padding):
+  x, w = _random(x_shape, 0), _random(w_shape, 1)
+
+  def ref(x, w):
+    return lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=NHWC)
+
+  def mine(x, w):
+    return onednn.conv_general_dilated(x, w, strides, padding, dimension_numbers=NHWC)
+
+  y_ref, vjp_ref = jax.vjp(ref, x, w)
+  dy = _random(y_ref.shape, 2)
+  y, grads = jax.jit(lambda x, w, dy: (mine(x, w), jax.vjp(mine, x, w)[1](dy)))(x, w, dy)
+  assert "ffi_call" in str(jax.make_jaxpr(mine)(x, w))
+  for got, want in zip((y,) + tuple(grads), (y_ref,) + vjp_ref(dy)):
+    assert got.shape == want.shape
+    assert float(jnp.abs(got - want).max()) <= 1e-5 * float(jnp.abs(want).max())
+
+
+@needs_onednn
+@pytest.mark.parametrize("x_shape, w_shape, strides, padding", CASES[:3])
+def test_fused_bias_relu_matches_lax(x_shape, w_shape, strides, padding):
+  x, w, b = _random(x_shape, 0), _random(w_shape, 1), _random(w_shape[-1:], 3)
+
+  def ref(x, w, b):
+    return jax.nn.relu(lax.conv_general_dilated(x, w, strides, padding,
+                                                dimension_numbers=NHWC) + b)
+
+  def mine(x, w, b):
+    return onednn.conv_bias_relu(x, w, b, strides, padding)
+
+  y_ref, vjp_ref = jax.vjp(ref, x, w, b)
+  dy = _random(y_ref.shape, 2)
+  y, grads = jax.jit(lambda x, w, b, dy: (mine(x, w, b), jax.vjp(mine, x, w, b)[1](dy)))(
+      x, w, b, dy)
+  assert float((y_ref == 0).mean()) > 0.2   # the ReLU cuts
+  for got, want in zip((y,) + tuple(grads), (y_ref,) + vjp_ref(dy)):
+    assert got.shape == want.shape
+    assert float(jnp.abs(got - want).max()) <= 1e-5 * float(jnp.abs(want).max())
+
+
+@needs_onednn
+def test_ineligible_convolutions_stay_on_lax(convolutions_lax_keeps):
+  x, w = _random((1, 8, 8, 4), 0), _random((3, 3, 4, 4), 1)
+  conv = onednn.conv_general_dilated
+  ineligible = convolutions_lax_keeps(conv)
+  ineligible["SAME"] = lambda x, w: conv(x, w, (1, 1), "SAME", dimension_numbers=NHWC)
+  ineligible["groups"] = lambda x, w: conv(x, w[:, :, :2], (1, 1), ((1, 1), (1, 1)),
+                                           dimension_numbers=NHWC, feature_group_count=2)
+  for name, fn in ineligible.items():
+    jaxpr = str(jax.make_jaxpr(fn)(x, w))
+    assert "conv_general_dilated" in jaxpr and "ffi_call" not in jaxpr, name
+
+
+@needs_onednn
+def test_empty_batch():
+  x, w, b = jnp.zeros((0, 6, 6, 3)), _random((3, 3, 3, 4), 1), _random((4,), 2)
+  conv = lambda x, w: onednn.conv(x, w, (1, 1), ((1, 1), (1, 1)))
+  y, vjp = jax.vjp(conv, x, w)
+  dx, dw = jax.jit(vjp)(jnp.zeros(y.shape))
+  assert y.shape == (0, 6, 6, 4) and dx.shape == x.shape
+  np.testing.assert_array_equal(dw, np.zeros(w.shape))
+  y = onednn.conv_bias_relu(x, w, b, (1, 1), ((1, 1), (1, 1)))
+  assert y.shape == (0, 6, 6, 4)
+  # No input channels: the output is relu(bias) everywhere.
+  y = jax.jit(lambda x, w, b: onednn.conv_bias_relu(x, w, b, (1, 1), ((1, 1), (1, 1))))(
+      jnp.zeros((1, 3, 3, 0)), jnp.zeros((3, 3, 0, 4)), b)
+  np.testing.assert_array_equal(y, np.broadcast_to(np.maximum(b, 0), (1, 3, 3, 4)))
+
+
+@needs_onednn
+def test_implementation_is_reported():
+  name = onednn.implementation("weights", (2, 9, 11, 3), (3, 3, 3, 5), (2, 9, 11, 5),
+                               (1, 1), (1, 1))
+  assert name and "error" not in name.lower(), name
+
+
+@needs_onednn
+def test_model_outputs_and_gradients_match_direct(matches_direct):
+  _, model, params, frames = matches_direct("onednn")
+  # Every convolution of the model went to oneDNN, with bias and ReLU fused.
+  jaxpr = str(jax.make_jaxpr(model.apply)({"params": params}, frames))
+  assert "conv_general_dilated" not in jaxpr and "rpsm_onednn_conv_forward_bias_relu" in jaxpr
+
+
+def _fresh_state(monkeypatch, tmp_path):
+  monkeypatch.setitem(onednn._state, "library", None)  # pylint: disable=protected-access
+  monkeypatch.setitem(onednn._state, "error", None)  # pylint: disable=protected-access
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def test_missing_headers_are_named(monkeypatch, tmp_path):
+  _fresh_state(monkeypatch, tmp_path)
+  monkeypatch.setattr(onednn, "_SYSTEM_INCLUDE_DIRS", (str(tmp_path),))
+  monkeypatch.setenv("RPSM_JAX_ONEDNN_INCLUDE", str(tmp_path))
+  monkeypatch.delenv("CPATH", raising=False)
+  with pytest.raises(RuntimeError, match="dnnl.hpp not found"):
+    onednn.load()
+
+
+def test_failed_build_is_reported_and_leaves_no_library(monkeypatch, tmp_path):
+  _fresh_state(monkeypatch, tmp_path)
+  headers = tmp_path / "include" / "oneapi" / "dnnl"
+  headers.mkdir(parents=True)
+  (headers / "dnnl.hpp").write_text("")
+  monkeypatch.setenv("RPSM_JAX_ONEDNN_INCLUDE", str(tmp_path / "include"))
+  monkeypatch.setenv("CXX", "false")   # a "compiler" that always fails
+  with pytest.raises(RuntimeError, match="onednn_conv.cc"):
+    onednn.load()
+  ok, why = onednn.available()   # the reason is kept, not retried per layer
+  assert not ok and "libdnnl-dev" in why
+  assert not glob.glob(os.path.join(str(tmp_path), "**", "*.so"), recursive=True)
+  with pytest.raises(RuntimeError, match="oneDNN convolutions unavailable"):
+    convolution.make_conv("onednn", backend="cpu")
+  # "auto" falls back to XLA's convolutions (and Winograd for the layers it selects).
+  auto = convolution.make_conv("auto", backend="cpu")
+  assert auto.func is convolution.winograd.conv_general_dilated and auto.keywords["auto"]
+
+
+@needs_onednn
+def test_build_is_cached_per_machine():
+  path = onednn.load()._name  # pylint: disable=protected-access
+  assert os.path.dirname(path) == onednn.cache_dir()
+  assert os.path.basename(path).startswith("onednn_conv_") and os.path.exists(path)
