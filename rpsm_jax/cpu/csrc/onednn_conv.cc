@@ -1,4 +1,5 @@
-// oneDNN convolutions as XLA:CPU FFI custom calls (rpsm_jax/onednn.py builds and loads this).
+// oneDNN convolutions as XLA:CPU FFI custom calls (rpsm_jax/cpu/onednn.py builds and loads
+// this).
 //
 // Four handlers over float32 NHWC activations and HWIO kernels (lax's layout in rpsm_jax):
 //   RpsmOnednnConvForward(x[N,H,W,C], w[KH,KW,C,O]) -> y[N,OH,OW,O]
@@ -10,7 +11,9 @@
 // nhwc, what PyTorch's channels_last uses); kernels are reordered to the format the chosen
 // implementation wants, per call (they are small).
 //
-// Written against the oneDNN 2.x C++ API (Debian/Ubuntu libdnnl-dev 2.6 and later 2.x).
+// Builds against the oneDNN 3.x C++ API (the package index's onednn-devel-cpu-gomp 3.2,
+// Debian 13 / Ubuntu 24.04) and 2.x (Debian 12's libdnnl-dev 2.6): only the construction
+// of primitive descriptors and the ReLU post-op differ (#if DNNL_VERSION_MAJOR below).
 // Primitives are built once per shape and cached.
 //
 // Every call runs on one dedicated thread. oneDNN's OpenMP runtime (libgomp) keeps a pool
@@ -39,8 +42,8 @@
 #include "oneapi/dnnl/dnnl.hpp"
 #include "xla/ffi/api/ffi.h"
 
-#if DNNL_VERSION_MAJOR != 2
-#error "rpsm_jax's oneDNN convolutions are written for the oneDNN 2.x API"
+#if DNNL_VERSION_MAJOR != 2 && DNNL_VERSION_MAJOR != 3
+#error "rpsm_jax's oneDNN convolutions are written for the oneDNN 2.x and 3.x APIs"
 #endif
 
 namespace ffi = xla::ffi;
@@ -83,24 +86,70 @@ dnnl::primitive_attr UserScratchpad() {
   return attr;
 }
 
+// 3.x builds primitive descriptors from (engine, [prop,] algorithm, memory descs,
+// geometry, [hint,] attr); 2.x went through an operation ::desc first.
 dnnl::convolution_forward::primitive_desc ForwardDesc(const Descs& d) {
-  dnnl::convolution_forward::desc desc(
-      dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, d.src,
-      d.weights_any, d.dst, d.strides, d.pad_l, d.pad_r);
+  const auto prop = dnnl::prop_kind::forward_training;
+  const auto alg = dnnl::algorithm::convolution_direct;
+#if DNNL_VERSION_MAJOR >= 3
+  return dnnl::convolution_forward::primitive_desc(Engine(), prop, alg, d.src, d.weights_any,
+                                                   d.dst, d.strides, d.pad_l, d.pad_r,
+                                                   UserScratchpad());
+#else
+  dnnl::convolution_forward::desc desc(prop, alg, d.src, d.weights_any, d.dst, d.strides,
+                                       d.pad_l, d.pad_r);
   return dnnl::convolution_forward::primitive_desc(desc, UserScratchpad(), Engine());
+#endif
 }
 
 // The forward convolution with a bias and a ReLU applied to its output as it is written.
 dnnl::convolution_forward::primitive_desc ForwardBiasReluDesc(const Descs& d, int64_t o) {
+  const auto prop = dnnl::prop_kind::forward_training;
+  const auto alg = dnnl::algorithm::convolution_direct;
   dnnl::memory::desc bias({o}, dt::f32, tag::x);
-  dnnl::convolution_forward::desc desc(
-      dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, d.src,
-      d.weights_any, bias, d.dst, d.strides, d.pad_l, d.pad_r);
   dnnl::post_ops relu;
-  relu.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
   dnnl::primitive_attr attr = UserScratchpad();
+#if DNNL_VERSION_MAJOR >= 3
+  relu.append_eltwise(dnnl::algorithm::eltwise_relu, 0.f, 0.f);   // 3.x: no scale argument
   attr.set_post_ops(relu);
+  return dnnl::convolution_forward::primitive_desc(Engine(), prop, alg, d.src, d.weights_any,
+                                                   bias, d.dst, d.strides, d.pad_l, d.pad_r,
+                                                   attr);
+#else
+  relu.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+  attr.set_post_ops(relu);
+  dnnl::convolution_forward::desc desc(prop, alg, d.src, d.weights_any, bias, d.dst,
+                                       d.strides, d.pad_l, d.pad_r);
   return dnnl::convolution_forward::primitive_desc(desc, attr, Engine());
+#endif
+}
+
+dnnl::convolution_backward_data::primitive_desc BackwardDataDesc(const Descs& d) {
+  const auto alg = dnnl::algorithm::convolution_direct;
+#if DNNL_VERSION_MAJOR >= 3
+  return dnnl::convolution_backward_data::primitive_desc(
+      Engine(), alg, d.src, d.weights_any, d.dst, d.strides, d.pad_l, d.pad_r,
+      ForwardDesc(d), UserScratchpad());
+#else
+  dnnl::convolution_backward_data::desc desc(alg, d.src, d.weights_any, d.dst, d.strides,
+                                             d.pad_l, d.pad_r);
+  return dnnl::convolution_backward_data::primitive_desc(desc, UserScratchpad(), Engine(),
+                                                         ForwardDesc(d));
+#endif
+}
+
+dnnl::convolution_backward_weights::primitive_desc BackwardWeightsDesc(const Descs& d) {
+  const auto alg = dnnl::algorithm::convolution_direct;
+#if DNNL_VERSION_MAJOR >= 3
+  return dnnl::convolution_backward_weights::primitive_desc(
+      Engine(), alg, d.src, d.weights_any, d.dst, d.strides, d.pad_l, d.pad_r,
+      ForwardDesc(d), UserScratchpad());
+#else
+  dnnl::convolution_backward_weights::desc desc(alg, d.src, d.weights_any, d.dst, d.strides,
+                                                d.pad_l, d.pad_r);
+  return dnnl::convolution_backward_weights::primitive_desc(desc, UserScratchpad(), Engine(),
+                                                            ForwardDesc(d));
+#endif
 }
 
 // One cached convolution: the primitive, its kernel format, and the kernel reorder.
@@ -133,18 +182,10 @@ std::unique_ptr<Entry> Build(Kind kind, const Shape& s) {
     auto pd = ForwardDesc(d);
     Fill<dnnl::convolution_forward>(*entry, pd, pd.weights_desc());
   } else if (kind == Kind::kBackwardData) {
-    dnnl::convolution_backward_data::desc desc(dnnl::algorithm::convolution_direct, d.src,
-                                               d.weights_any, d.dst, d.strides, d.pad_l,
-                                               d.pad_r);
-    dnnl::convolution_backward_data::primitive_desc pd(desc, UserScratchpad(), Engine(),
-                                                       ForwardDesc(d));
+    auto pd = BackwardDataDesc(d);
     Fill<dnnl::convolution_backward_data>(*entry, pd, pd.weights_desc());
   } else {
-    dnnl::convolution_backward_weights::desc desc(dnnl::algorithm::convolution_direct, d.src,
-                                                  d.weights_any, d.dst, d.strides, d.pad_l,
-                                                  d.pad_r);
-    dnnl::convolution_backward_weights::primitive_desc pd(desc, UserScratchpad(), Engine(),
-                                                          ForwardDesc(d));
+    auto pd = BackwardWeightsDesc(d);
     Fill<dnnl::convolution_backward_weights>(*entry, pd, pd.diff_weights_desc());
   }
   entry->reorder_weights = entry->weights != d.weights_hwio;
@@ -373,7 +414,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RpsmOnednnConvBackwardWeights, BackwardWeights,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>() RPSM_CONV_ATTRS);
 
-// For rpsm_jax.onednn.implementations(): the oneDNN implementation chosen for a shape.
+// For rpsm_jax.cpu.onednn.implementation(): the oneDNN implementation chosen for a shape.
 extern "C" int RpsmOnednnImplementation(int kind, const int64_t* dims, char* out, int size) {
   Shape s{dims[0], dims[1], dims[2], dims[3], dims[4], dims[5], dims[6],
           dims[7], dims[8], dims[9], dims[10], dims[11], dims[12]};
@@ -385,4 +426,10 @@ extern "C" int RpsmOnednnImplementation(int kind, const int64_t* dims, char* out
     std::snprintf(out, size, "%s", error.what());
     return 1;
   }
+}
+
+// For rpsm_jax.cpu.onednn.version(): the oneDNN the library runs (not the headers' version).
+extern "C" void RpsmOnednnVersion(char* out, int size) {
+  const dnnl_version_t* v = dnnl::version();
+  std::snprintf(out, size, "%d.%d.%d", v->major, v->minor, v->patch);
 }
