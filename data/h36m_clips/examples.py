@@ -54,6 +54,7 @@ class Report:
     box_problem: why boxes came from projected joints for the whole sequence
       (missing or damaged file), '' if they did not.
     box_renamed: the box file was found under another spelling of the action.
+    box_expected: the box file's name in the release's usual spelling.
     box_fallback_frames: frames whose box came from projected joints.
     pose_2d_error_px: mean distance between our projection of the 3D joints and
       the release's 2D joints over written frames and the 32 joints, pixels;
@@ -66,6 +67,7 @@ class Report:
   box_file: str = ""
   box_problem: str = ""
   box_renamed: bool = False
+  box_expected: str = ""
   box_fallback_frames: int = 0
   pose_2d_error_px: float | None = None
   pose_2d_problem: str = ""
@@ -73,6 +75,7 @@ class Report:
 
 def _open_boxes(sequence: release.Sequence, report: Report) -> release.MaskBoxes | None:
   path, report.box_renamed = sequence.box_path()
+  report.box_expected = str(sequence.expected_box_path)
   if path is None:
     report.box_problem = f"missing {sequence.expected_box_path}"
     return None
@@ -88,7 +91,7 @@ def _pose_2d_error(sequence: release.Sequence, kept: np.ndarray, projected: np.n
                    report: Report) -> None:
   """Cross-checks our projection against the release's optional 2D poses."""
   if not sequence.pose_2d_path.is_file():
-    report.pose_2d_problem = "no 2D pose file"
+    report.pose_2d_problem = f"no 2D pose file {sequence.pose_2d_path}"
     return
   try:
     pose_2d = release.read_poses(sequence.pose_2d_path, release.NUM_RAW_JOINTS * 2)

@@ -9,8 +9,10 @@ array_record by default and needs no TensorFlow to build or read.
 
 import collections
 import dataclasses
+import functools
 import pathlib
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 
 from absl import logging
 import numpy as np
@@ -32,6 +34,12 @@ _NUM_JOINTS = len(joints.H36M_JOINTS)
 _WORKERS_ENV = "H36M_CLIPS_WORKERS"
 # Above this mean distance to the release's 2D poses the build warns.
 _MAX_POSE_2D_ERROR_PX = 2.0
+# The standard protocol's subjects (the paper's and most published results').
+TRAIN_SUBJECTS = ("S1", "S5", "S6", "S7", "S8")
+TEST_SUBJECTS = ("S9", "S11")
+_PROTOCOL = "train S1, S5, S6, S7, S8 / test S9, S11"
+# '<registered config>_<subjects>', e.g. 'crop128_step5_s1s5s9s11' (subset_config).
+_SUBSET_NAME = re.compile(r"^(?P<base>.+)_(?P<subjects>(?:s\d+)+)$")
 
 
 @dataclasses.dataclass
@@ -56,8 +64,8 @@ class H36mClipsConfig(tfds.core.BuilderConfig):
   image_size: int = 368
   frame_step: int = 5
   jpeg_quality: int = 95
-  train_subjects: tuple[str, ...] = ("S1", "S5", "S6", "S7", "S8")
-  test_subjects: tuple[str, ...] = ("S9", "S11")
+  train_subjects: tuple[str, ...] = TRAIN_SUBJECTS
+  test_subjects: tuple[str, ...] = TEST_SUBJECTS
   skip_sequences: tuple[str, ...] = ("S11/Directions",)
   box_margin: float = 0.1
   cameras: Mapping[str, cameras_lib.Intrinsics] | None = None
@@ -66,6 +74,53 @@ class H36mClipsConfig(tfds.core.BuilderConfig):
 
 def _config(name: str, description: str, **kwargs) -> H36mClipsConfig:
   return H36mClipsConfig(name=name, description=description, **kwargs)
+
+
+def subset_config_name(base: str, subjects: Sequence[str]) -> str:
+  """The name of registered config `base` over `subjects` only: 'crop128_step5_s1s9'.
+
+  Subjects are written in the protocol's order (S1, S5, ..., S11), whatever order
+  they are given in.
+  """
+  order = TRAIN_SUBJECTS + TEST_SUBJECTS
+  return f"{base}_" + "".join(s.lower() for s in order if s in set(subjects))
+
+
+@functools.cache  # One object per name: TFDS compares configs by identity.
+def subset_config(name: str) -> H36mClipsConfig | None:
+  """The config that a subset name stands for, None if `name` is not one.
+
+  '<registered config>_<subjects>' (subset_config_name) is that config with train =
+  its train subjects among those listed, test = its test subjects among them: a
+  partial release builds, and training loads the build by this name.
+
+  Raises:
+    ValueError: the base is registered but the subjects are not a usable subset.
+  """
+  match = _SUBSET_NAME.match(name)
+  base = match and next((c for c in Builder.BUILDER_CONFIGS
+                         if c.name == match["base"]), None)
+  if base is None:
+    return None
+  subjects = [s.upper() for s in re.findall(r"s\d+", match["subjects"])]
+  unknown = [s for s in subjects if s not in base.train_subjects + base.test_subjects]
+  if unknown:
+    raise ValueError(f"h36m_clips config {name!r}: {', '.join(unknown)} not among the "
+                     f"subjects of config {base.name!r} ({_PROTOCOL})")
+  canonical = subset_config_name(base.name, subjects)
+  if name != canonical:
+    raise ValueError(f"h36m_clips config {name!r}: write it {canonical!r} (subjects "
+                     "once each, in the order S1, S5, S6, S7, S8, S9, S11)")
+  train = tuple(s for s in base.train_subjects if s in subjects)
+  test = tuple(s for s in base.test_subjects if s in subjects)
+  if not train or not test:
+    raise ValueError(f"h36m_clips config {name!r}: needs at least one train subject "
+                     f"({', '.join(base.train_subjects)}) and one test subject "
+                     f"({', '.join(base.test_subjects)})")
+  return dataclasses.replace(
+      base, name=name, train_subjects=train, test_subjects=test,
+      description=f"{base.description} Subjects {', '.join(train)} (train) and "
+                  f"{', '.join(test)} (test) only: not the standard protocol.")
 
 
 class Builder(builders.BuilderMixin, tfds.core.ShardBasedBuilder):
@@ -100,6 +155,12 @@ class Builder(builders.BuilderMixin, tfds.core.ShardBasedBuilder):
   ]
   DEFAULT_BUILDER_CONFIG_NAME = "crop368_step5"
 
+  @classmethod
+  def get_builder_config(cls, name: str, version=None) -> H36mClipsConfig | None:
+    """A registered config, or a subset of one by name (subset_config)."""
+    config = super().get_builder_config(name, version)
+    return config if config is not None else subset_config(name)
+
   def _info(self) -> tfds.core.DatasetInfo:
     return builders.frame_info(
         self, _NUM_JOINTS, {
@@ -133,6 +194,7 @@ class Builder(builders.BuilderMixin, tfds.core.ShardBasedBuilder):
     cfg = self.builder_config
     manual_dir = pathlib.Path(dl_manager.manual_dir)
     options = self._options()
+    self._check_subjects(manual_dir)
     split_subjects = {"train": cfg.train_subjects, "test": cfg.test_subjects}
     sequences = {}
     for split, subjects in split_subjects.items():
@@ -146,6 +208,43 @@ class Builder(builders.BuilderMixin, tfds.core.ShardBasedBuilder):
       logging.info("h36m_clips: %d sequences in split %s", len(sequences[split]),
                    split)
     return self._shards(sequences, options)
+
+  def _check_subjects(self, manual_dir: pathlib.Path) -> None:
+    """Fails naming every subject missing from the release; records the subjects in
+    the metadata and warns when they are not the standard protocol's."""
+    cfg = self.builder_config
+    wanted = cfg.train_subjects + cfg.test_subjects
+    present = [s for s in TRAIN_SUBJECTS + TEST_SUBJECTS
+               if (manual_dir / s / release.POSE_3D_DIR).is_dir()]
+    missing = [s for s in wanted if not (manual_dir / s / release.POSE_3D_DIR).is_dir()]
+    if missing:
+      base = cfg.name
+      if subset_config(cfg.name) is not None:
+        base = _SUBSET_NAME.match(cfg.name)["base"]
+      hint = ""
+      if (self.get_builder_config(base) is not None
+          and any(s in cfg.train_subjects for s in present)
+          and any(s in cfg.test_subjects for s in present)):
+        hint = (f" To build over the subjects present (not the standard protocol), "
+                f"use --config={subset_config_name(base, present)}.")
+      raise release.ReleaseError(
+          f"h36m_clips config {cfg.name!r}: subjects {', '.join(missing)} missing from "
+          f"{manual_dir} (no <subject>/{release.POSE_3D_DIR} folder); present: "
+          f"{', '.join(present) or 'none'}.{hint} See the manual download "
+          "instructions.")
+    left_out = [s for s in TRAIN_SUBJECTS + TEST_SUBJECTS if s not in wanted]
+    standard = (cfg.train_subjects, cfg.test_subjects) == (TRAIN_SUBJECTS, TEST_SUBJECTS)
+    self.info.metadata["subjects"] = {"train": list(cfg.train_subjects),
+                                      "test": list(cfg.test_subjects)}
+    self.info.metadata["standard_protocol"] = standard
+    self.info.metadata["subjects_left_out"] = left_out
+    if not standard:
+      logging.warning(
+          "h36m_clips config %s: train %s / test %s%s. The standard protocol (%s) no "
+          "longer holds: errors on this test split are not comparable with published "
+          "Human3.6M results.", cfg.name, ", ".join(cfg.train_subjects),
+          ", ".join(cfg.test_subjects),
+          f", without {', '.join(left_out)}" if left_out else "", _PROTOCOL)
 
   def _shards(self, sequences: dict[str, list[release.Sequence]],
               options: examples.Options):
@@ -162,7 +261,8 @@ class Builder(builders.BuilderMixin, tfds.core.ShardBasedBuilder):
                                     log, self._summarize)
 
   def _summarize(self, split: str, reports: list[examples.Report]) -> None:
-    """Logs what was substituted or cross-checked and stores it in the metadata."""
+    """Logs what was substituted or cross-checked, naming every file substituted or
+    not used, and stores it in the metadata."""
     fallback = [r for r in reports if r.box_fallback_frames]
     errors = [r.pose_2d_error_px for r in reports if r.pose_2d_error_px is not None]
     summary = {
@@ -192,9 +292,21 @@ class Builder(builders.BuilderMixin, tfds.core.ShardBasedBuilder):
         len(fallback), dict(problems), len(summary["box_files_renamed"]),
         "n/a" if not errors else f"{summary['pose_2d_mean_error_px']:.2f}",
         len(errors))
+    # Workers log as they go, but not necessarily into this log: name every file here.
+    for r in reports:
+      if r.box_renamed:
+        logging.warning("h36m_clips split %s: %s: box masks read from %s, found under "
+                        "another name (expected %s)", split, r.sequence_id, r.box_file,
+                        r.box_expected)
     for r in fallback:
-      logging.info("  %s: %d frames, %s", r.sequence_id, r.box_fallback_frames,
-                   r.box_problem or "empty or broken masks")
+      logging.warning("h36m_clips split %s: %s: boxes from projected joints for %d "
+                      "frames: %s", split, r.sequence_id, r.box_fallback_frames,
+                      r.box_problem or f"empty or broken masks in {r.box_file}")
+    for r in reports:
+      if r.pose_2d_error_px is None:  # Optional files: only a damaged one is a warning.
+        logging.log(logging.INFO if r.pose_2d_problem.startswith("no 2D pose file")
+                    else logging.WARNING, "h36m_clips split %s: %s: 2D cross-check "
+                    "skipped: %s", split, r.sequence_id, r.pose_2d_problem)
     if errors and summary["pose_2d_mean_error_px"] > _MAX_POSE_2D_ERROR_PX:
       logging.warning(
           "h36m_clips split %s: our projection is %.1f px off the release's 2D "

@@ -6,6 +6,7 @@ camera with the devkit's distortion, MATLAB v7.3 box masks (some missing, rename
 damaged or empty), and 2D pose files for a cross-check.
 """
 
+import logging
 import multiprocessing
 import os
 import pathlib
@@ -178,18 +179,49 @@ def _builder(data_dir, **kwargs):
   return builder_lib.Builder(config=_config(**kwargs), data_dir=str(data_dir))
 
 
+class _Records(logging.Handler):
+  """Collects the formatted messages logged while attached."""
+
+  def __init__(self):
+    super().__init__(logging.INFO)
+    self.messages = []
+
+  def emit(self, record):
+    self.messages.append(record.getMessage())
+
+
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-  """The miniature release, built once with 2 worker processes."""
+def build(tmp_path_factory):
+  """The miniature release, built once with 2 worker processes, and the build log."""
   root = tmp_path_factory.mktemp("release")
   truth = _write_release(root)
   data_dir = tmp_path_factory.mktemp("tfds")
   builder = _builder(data_dir)
-  testing.prepare(builder, root, builder_lib._WORKERS_ENV)  # pylint: disable=protected-access
+  records, absl_logger = _Records(), logging.getLogger("absl")
+  absl_logger.addHandler(records)
+  level = absl_logger.level
+  absl_logger.setLevel(logging.INFO)
+  try:
+    testing.prepare(builder, root, builder_lib._WORKERS_ENV)  # pylint: disable=protected-access
+  finally:
+    absl_logger.removeHandler(records)
+    absl_logger.setLevel(level)
   source = builder.as_data_source()
   rows = {split: [source[split][i] for i in range(len(source[split]))]
           for split in ("train", "test")}
-  return builder, rows, truth, root
+  return builder, rows, truth, root, records.messages
+
+
+@pytest.fixture(scope="module")
+def built(build):
+  """(builder, rows per split, truth per sequence, release folder)."""
+  return build[:4]
+
+
+@pytest.fixture(scope="module")
+def build_log(build):
+  """The messages the parent process logged during the build."""
+  return build[4]
 
 
 def _text(value):
@@ -343,6 +375,74 @@ def test_box_fallbacks_are_counted(built):
   # The summary survives a reload from disk.
   reloaded = builder_lib.Builder(config=_config(), data_dir=builder.data_dir_root)
   assert reloaded.info.metadata["train"]["box_fallback_frames"] == 2 * frames
+
+
+def test_build_log_names_every_file_substituted_or_not_used(built, build_log):
+  _, _, _, root = built
+  box_dir = root / "S1" / release.BOX_DIR
+  log = "\n".join(build_log)
+  renamed = next(m for m in build_log if "masks read from" in m)
+  assert str(box_dir / "WalkDog 1.54138969.mat") in renamed
+  assert str(box_dir / "WalkingDog 1.54138969.mat") in renamed  # The usual name.
+  assert str(box_dir / "TakingPhoto.58860488.mat") in log  # Missing.
+  assert str(root / "S5" / release.BOX_DIR / "Greeting.60457274.mat") in log  # Damaged.
+  assert str(root / "S9" / release.BOX_DIR / "Phoning 1.54138969.mat") in log  # Empty.
+  assert str(root / "S1" / release.POSE_2D_DIR / "Directions 1.55011271.cdf") in log
+
+
+def test_subjects_are_recorded_and_a_non_standard_set_is_warned(built, build_log):
+  builder, _, _, _ = built
+  assert builder.info.metadata["subjects"] == {"train": ["S1", "S5"],
+                                               "test": ["S9", "S11"]}
+  assert builder.info.metadata["standard_protocol"] is False
+  assert builder.info.metadata["subjects_left_out"] == ["S6", "S7", "S8"]
+  warning = next(m for m in build_log if "standard protocol" in m)
+  assert "without S6, S7, S8" in warning
+  assert "train S1, S5, S6, S7, S8 / test S9, S11" in warning
+
+
+def test_subset_configs_by_name(tmp_path):
+  builder = builder_lib.Builder(config="crop128_step5_s1s5s9s11", data_dir=str(tmp_path))
+  cfg = builder.builder_config
+  assert (cfg.train_subjects, cfg.test_subjects) == (("S1", "S5"), ("S9", "S11"))
+  assert (cfg.image_size, cfg.frame_step) == (128, 5)  # crop128_step5's.
+  assert builder.info.full_name == "h36m_clips/crop128_step5_s1s5s9s11/1.0.0"
+  assert builder_lib.subset_config_name("crop128_step5", ["S9", "S1"]) == (
+      "crop128_step5_s1s9")
+  for name, message in (("crop128_step5_s9s1", "write it 'crop128_step5_s1s9'"),
+                        ("crop128_step5_s2s9", "S2 not among"),
+                        ("crop128_step5_s1s5", "one test subject")):
+    with pytest.raises(ValueError, match=message):
+      builder_lib.Builder(config=name, data_dir=str(tmp_path))
+  with pytest.raises(ValueError, match="not found"):  # Not a registered config's subset.
+    builder_lib.Builder(config="mini_s1s9", data_dir=str(tmp_path))
+
+
+def test_partial_release_builds_as_a_subset_loadable_by_name(tmp_path, monkeypatch):
+  """A release with S1 and S9 only: the standard config names what is missing and the
+  subset to build; that subset builds and loads by name, as training loads it."""
+  monkeypatch.setenv(builder_lib._WORKERS_ENV, "0")  # pylint: disable=protected-access
+  monkeypatch.setattr(builder_lib.cameras_lib, "H36M_CAMERAS",
+                      {serial: _CAMERA for serial in release.CAMERA_SERIALS})
+  manual_dir, data_dir = tmp_path / "release", tmp_path / "tfds"
+  for seed, sequence in enumerate(_SEQUENCES[:2]):
+    _write_sequence(manual_dir, seed, *sequence)
+  _write_sequence(manual_dir, 9, "S9", "Eating", "54138969", "ok", False)
+  standard = builder_lib.Builder(config="crop128_step5", data_dir=str(data_dir))
+  with pytest.raises(release.ReleaseError,
+                     match=r"subjects S5, S6, S7, S8, S11 missing .* present: S1, S9\. "
+                           r".*--config=crop128_step5_s1s9\."):
+    testing.prepare(standard, manual_dir)
+  testing.prepare(builder_lib.Builder(config="crop128_step5_s1s9",
+                                      data_dir=str(data_dir)), manual_dir)
+  loaded = builder_lib.Builder(config="crop128_step5_s1s9", data_dir=str(data_dir))
+  assert loaded.is_prepared()
+  assert loaded.info.metadata["subjects"] == {"train": ["S1"], "test": ["S9"]}
+  assert loaded.info.metadata["subjects_left_out"] == ["S5", "S6", "S7", "S8", "S11"]
+  source = loaded.as_data_source()
+  assert {_text(source["test"][i]["subject"]) for i in range(len(source["test"]))} == {
+      "S9"}
+  assert len(source["train"]) == 2 * len(range(0, _NUM_POSES, 5))
 
 
 def test_missing_video_is_named(tmp_path):
