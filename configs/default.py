@@ -69,6 +69,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.grad_clip_norm = 0.0       # 0 = no clipping
 
   config.batch_size = 8                       # global, in clips
+  # global: jit over a mesh of all processes' devices (batch split, state replicated);
+  # pmap: jax.pmap over each host's devices, pmean across all (rpsm_jax.training.train).
+  config.parallelism = "global"
   config.num_train_steps = 200_000
   config.log_every_steps = 100
   config.eval_every_steps = 10_000
@@ -79,7 +82,14 @@ def get_config() -> ml_collections.ConfigDict:
                                               # evaluation always scores every clip
   # --mode=pretrain2d: the trunk on MPII heatmaps (data/mpii_2d); uses config.model's
   # width, input size and dtype, config.augment, config.seed and the logging intervals.
+  # --mode=train runs it first as phase 1 of the recipe (training/recipe.py) when
+  # `enabled`, into <workdir>/pretrain2d (or `workdir`), then 3D from its trunk, kept
+  # `frozen` (the authors' released recipe) or trained on (`finetune`).
   config.pretrain2d = ml_collections.ConfigDict()
+  config.pretrain2d.enabled = False
+  config.pretrain2d.trunk = "frozen"          # frozen | finetune
+  config.pretrain2d.workdir = ""              # "" = <workdir>/pretrain2d
+  config.pretrain2d.eval_max_examples = 0     # final 2D check: 0 = the whole eval split
   config.pretrain2d.dataset = ml_collections.ConfigDict()
   config.pretrain2d.dataset.name = "mpii_2d"
   config.pretrain2d.dataset.builder_config = ""

@@ -34,4 +34,22 @@ def get_config():
   config.checkpoint_every_steps = 250
   config.eval_batch_size = 16
   config.eval_max_clips = 128
+
+  # Phase 1 of the recipe: the trunk + a heatmap head on the dataset's own 2D joints
+  # (standing in for the authors' MPII pretraining), then 3D from that trunk.
+  config.pretrain2d.enabled = True
+  p = config.pretrain2d
+  # References: --config.dataset.* overrides (data_dir, ...) reach phase 1 too.
+  for key in ("name", "builder_config", "data_dir", "manual_dir", "build_if_missing",
+              "train_split", "eval_split"):   # eval: a 2D peak error, reported only
+    p.dataset[key] = config.dataset.get_ref(key)
+  p.eval_max_examples = 512
+  p.batch_size = 32
+  p.num_train_steps = 800
+  p.sigma = 7.0                      # input px: ~0.9 heatmap cells, as CPM's at 368 px
+  p.optimizer.learning_rate = 1e-3
+  p.optimizer.weight_decay = 1e-4
+  p.optimizer.schedule = "warmup_cosine"
+  p.optimizer.warmup_steps = 50
+  p.optimizer.end_learning_rate_factor = 0.05
   return config

@@ -19,4 +19,8 @@ def get_config():
   config.checkpoint_every_steps = 2
   config.eval_batch_size = 4
   config.eval_max_clips = 4
+  config.pretrain2d.batch_size = 4
+  config.pretrain2d.num_train_steps = 4
+  config.pretrain2d.optimizer.warmup_steps = 2
+  config.pretrain2d.eval_max_examples = 8
   return config

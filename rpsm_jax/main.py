@@ -3,8 +3,6 @@
 Only parses flags, logs the process and its devices, and calls into the library.
 """
 
-import logging as logging_lib
-
 from absl import app
 from absl import flags
 from absl import logging
@@ -12,6 +10,8 @@ from ml_collections import config_flags
 
 import jax
 
+from rpsm_jax import distributed
+from rpsm_jax import logs
 from rpsm_jax.cpu import xla_cpu
 
 FLAGS = flags.FLAGS
@@ -21,20 +21,22 @@ config_flags.DEFINE_config_file(
     "config", None, "Training configuration (a configs/*.py file).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
 flags.DEFINE_enum("mode", "train", _MODES,
-                  "train: train, then evaluate; eval: evaluate a checkpoint; "
+                  "train: the recipe (2D pretraining when config.pretrain2d.enabled, "
+                  "then 3D training and evaluation); eval: evaluate a checkpoint; "
                   "summary: print parameters and GFLOPs and exit; pretrain2d: pretrain "
                   "the trunk on 2D joint heatmaps (config.pretrain2d).")
 flags.DEFINE_integer("checkpoint_step", None,
                      "--mode=eval: the checkpoint step to evaluate (default: latest).")
 flags.DEFINE_enum("allocator", "auto", xla_cpu.ALLOCATORS, xla_cpu.ALLOCATOR_HELP)
+flags.DEFINE_string("coordinator_address", None,
+                    "Multi-process runs: host:port of process 0 (or "
+                    "RPSM_COORDINATOR_ADDRESS; RPSM_DISTRIBUTED=1 detects SLURM, TPU pods, "
+                    "Open MPI). See rpsm_jax.distributed.")
+flags.DEFINE_integer("num_processes", None, "Multi-process runs: number of processes.")
+flags.DEFINE_integer("process_id", None, "Multi-process runs: this process's index.")
+flags.DEFINE_integer("distributed_timeout", distributed.DEFAULT_TIMEOUT_S,
+                     "Seconds to wait for every process to join before failing.")
 flags.mark_flags_as_required(["config"])
-
-
-class _QuietLibraries(logging_lib.Filter):
-  """Drops INFO chatter of Orbax (tens of lines per checkpoint); keeps its warnings."""
-
-  def filter(self, record):
-    return record.levelno >= logging_lib.WARNING or "/orbax/" not in record.pathname
 
 
 def main(argv):
@@ -45,8 +47,7 @@ def main(argv):
   except RuntimeError as e:
     raise app.UsageError(str(e)) from e
   logging.info("malloc: %s", "jemalloc" if xla_cpu.jemalloc_loaded() else "system")
-  for handler in logging_lib.getLogger().handlers:
-    handler.addFilter(_QuietLibraries())
+  logs.quiet_library_logs()
   config = FLAGS.config
   if FLAGS.mode == "summary":
     from rpsm_jax.tools import summary  # pylint: disable=g-import-not-at-top
@@ -54,17 +55,24 @@ def main(argv):
     return
   if not FLAGS.workdir:
     raise app.UsageError(f"--workdir is required for --mode={FLAGS.mode}")
+  try:
+    distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
+                           FLAGS.process_id, FLAGS.distributed_timeout)
+  except distributed.DistributedError as e:
+    raise app.UsageError(str(e)) from e
   from rpsm_jax.training import train  # pylint: disable=g-import-not-at-top
-  train.initialize_distributed()
   logging.info("JAX process %d / %d, local devices %s", jax.process_index(),
                jax.process_count(), jax.local_devices())
   if FLAGS.mode == "pretrain2d":
     from rpsm_jax.training import pretrain2d  # pylint: disable=g-import-not-at-top
     pretrain2d.pretrain(config, FLAGS.workdir)
   elif FLAGS.mode == "train":
-    train.train_and_evaluate(config, FLAGS.workdir)
+    from rpsm_jax.training import recipe  # pylint: disable=g-import-not-at-top
+    recipe.run(config, FLAGS.workdir)
   else:
-    train.evaluate_checkpoint(config, FLAGS.workdir, FLAGS.checkpoint_step)
+    from rpsm_jax.training import recipe  # pylint: disable=g-import-not-at-top
+    train.evaluate_checkpoint(recipe.phase2_config(config, FLAGS.workdir), FLAGS.workdir,
+                              FLAGS.checkpoint_step)
 
 
 if __name__ == "__main__":

@@ -3,13 +3,16 @@
 The paper pretrains the shared layers on MPII with an extra convolution producing joint
 heatmaps (the CPM recipe). Here: Pose2DTrunk + a 1x1 convolution to P heatmaps at the
 trunk's resolution (S/8), Gaussian targets (rpsm_jax.training.heatmaps), squared error over the
-annotated joints. Checkpoints go to <workdir>/checkpoints like a 3D run's, so a 3D config
+annotated joints. The 2D dataset is either a 2D one (data/mpii_2d: `joints_2d`, `visible`)
+or the frames of a 3D clip dataset (synthetic_clips, h36m_clips: `pose_2d`, every joint
+labelled), each frame one training image. Checkpoints go to <workdir>/checkpoints like a 3D run's, so a 3D config
 starts from them with `--config.model.trunk_init=checkpoint:<workdir>` (optionally
 `--config.model.freeze_trunk=True`, as the authors froze theirs).
 """
 
 import json
 import os
+from typing import Optional
 
 from absl import logging
 import flax.linen as nn
@@ -48,25 +51,46 @@ class HeatmapModel(nn.Module):
     return x.astype(jnp.float32)
 
 
+def joint_keys(features) -> tuple[str, Optional[str]]:
+  """(2D joints feature, visibility feature or None) of a 2D or a 3D frame dataset."""
+  if "joints_2d" in features:
+    return "joints_2d", ("visible" if "visible" in features else None)
+  if "pose_2d" in features:
+    return "pose_2d", None
+  raise ValueError(f"the 2D pretraining dataset has neither 'joints_2d' nor 'pose_2d' "
+                   f"(features {sorted(features.keys())})")
+
+
 class HeatmapLoader:
   """Batches of (image, heatmaps, visible) from a 2D split; batch `step` depends only on
   (seed, step). Training draws a scale in [scale_min, scale_max] per image, as the 3D
-  pipeline does per frame."""
+  pipeline does per frame.
+
+  `joints_key` names the (P, 2) pixel joints of each example; without `visible_key`
+  every joint counts as labelled (the frames of a 3D dataset).
+  """
 
   def __init__(self, source, *, input_size: int, batch_size: int, seed: int,
-               shuffle: bool, augment=None, sigma: float = heatmaps.SIGMA):
+               shuffle: bool, augment=None, sigma: float = heatmaps.SIGMA,
+               joints_key: str = "joints_2d", visible_key: Optional[str] = "visible",
+               max_examples: int = 0):
     self.source, self.input_size, self.batch_size = source, input_size, batch_size
     self.seed, self.shuffle, self.sigma = seed, shuffle, sigma
+    self.joints_key, self.visible_key = joints_key, visible_key
     self.augment = augment if augment is not None and augment.enabled else None
     if len(source) == 0:
       raise ValueError("the 2D pretraining split is empty")
+    # Evaluation on a spread subset (every n-th record) keeps the final check short.
+    n = len(source)
+    self.records = (np.linspace(0, n - 1, max_examples).round().astype(np.int64)
+                    if max_examples and max_examples < n else np.arange(n))
 
   @property
   def num_batches(self) -> int:
-    return -(-len(self.source) // self.batch_size)
+    return -(-len(self.records) // self.batch_size)
 
   def batch(self, step: int) -> dict:
-    n, b = len(self.source), self.batch_size
+    n, b = len(self.records), self.batch_size
     positions = np.arange(step * b, (step + 1) * b)
     if self.shuffle:
       ids = input_pipeline.epoch_shuffle(self.seed, positions, n)
@@ -76,15 +100,16 @@ class HeatmapLoader:
     rng = np.random.default_rng([self.seed, step, 2])
     images, maps, visible, joints_2d = [], [], [], []
     for i in ids:
-      ex = self.source[int(i)]
+      ex = self.source[int(self.records[i])]
       scale, shift = 1.0, (0.5, 0.5)
       if self.augment is not None:
         scale = rng.uniform(self.augment.scale_min, self.augment.scale_max)
         shift = tuple(rng.uniform(0.0, 1.0, 2))
       image, joints = input_pipeline.scale_and_crop(
-          np.asarray(ex["image"]), np.asarray(ex["joints_2d"], np.float32),
+          np.asarray(ex["image"]), np.asarray(ex[self.joints_key], np.float32),
           self.input_size, scale, shift)
-      vis = np.asarray(ex["visible"], bool)
+      vis = (np.asarray(ex[self.visible_key], bool) if self.visible_key
+             else np.ones(len(joints), bool))
       images.append(image)
       maps.append(heatmaps.heatmaps(joints, vis, self.input_size, self.sigma))
       visible.append(vis)
@@ -118,13 +143,16 @@ def pretrain(config, workdir: str) -> dict:
   """Trains HeatmapModel on config.pretrain2d's dataset; returns validation metrics."""
   pc = config.pretrain2d
   builder = datasets.prepare(pc.dataset)
+  joints_key, visible_key = joint_keys(builder.info.features)
   common = dict(input_size=config.model.input_size, batch_size=pc.batch_size,
-                seed=config.seed, sigma=pc.sigma)
+                seed=config.seed, sigma=pc.sigma, joints_key=joints_key,
+                visible_key=visible_key)
   train = HeatmapLoader(builder.as_data_source(split=pc.dataset.train_split),
                         shuffle=True, augment=config.augment, **common)
   evaluation = HeatmapLoader(builder.as_data_source(split=pc.dataset.eval_split),
-                             shuffle=False, **common)
-  num_joints = builder.info.features["visible"].shape[0]
+                             shuffle=False, max_examples=pc.get("eval_max_examples", 0),
+                             **common)
+  num_joints = builder.info.features[joints_key].shape[0]
   model = HeatmapModel(num_joints, config.model.width, config.model.dtype,
                        config.model.initializer)
   tx, schedule = optim.create_optimizer(pc.optimizer, pc.num_train_steps)
