@@ -5,6 +5,9 @@
   normalization.json   the training split's statistics (poses.Normalization), so outputs
                        un-normalise exactly as training normalised, even after a rebuild
   checkpoints/<step>/  Orbax checkpoints of the train state (last N, and the best by MPJPE)
+  checkpoint_steps.json  the steps checkpointed so far (a deleted checkpoints/ is noticed)
+  checkpoints_damaged/   checkpoints a restart found damaged and skipped
+  .lock                the running job's lock (training/run_lock.py): pid and host
   eval/                results.json, results.md, clips.png; TensorBoard events of --mode=eval
   metrics.jsonl, events.out.tfevents.*   training metrics
 
@@ -15,6 +18,7 @@ import json
 import os
 from typing import Any, Optional
 
+from absl import logging
 import ml_collections
 import orbax.checkpoint as ocp
 
@@ -34,11 +38,15 @@ class RunFileError(ValueError):
   """A run directory's file is missing or unreadable (the message names it)."""
 
 
-def _write_atomic(filename: str, text: str) -> None:
+def write_atomic(filename: str, text: str) -> None:
+  """Writes `text` to `filename` through a temporary file and a rename."""
   tmp = f"{filename}.tmp{os.getpid()}"
   with open(tmp, "w") as f:
     f.write(text)
   os.replace(tmp, filename)  # a crash never leaves a half-written file
+
+
+_write_atomic = write_atomic
 
 
 def _read_json(workdir: str, name: str, what: str) -> Any:
@@ -104,3 +112,73 @@ def restore_params(checkpoint_dir: str, abstract_params: Optional[Any] = None) -
         partial_restore=True))["params"]
   finally:
     checkpointer.close()
+
+
+# Config fields a resumed run must keep: they define the model (and so the checkpoint's
+# arrays), the data it sees, or the seed that fixes batches and augmentation. Paths, worker
+# counts, the convolution implementation and policies may change between restarts.
+_RESUME_FIELDS = ("seed", "model", "dataset", "clip_length", "clip_stride", "frame_step",
+                  "augment", "batch_size", "loss_stage_weights", "optimizer.name")
+_FREE_FIELDS = ("model.conv_algorithm", "model.winograd_tile", "model.remat_trunk",
+                "model.trunk_init", "dataset.data_dir", "dataset.manual_dir",
+                "dataset.build_if_missing", "dataset.num_workers",
+                "dataset.corrupt_records")
+
+
+def _flatten(d: Any, prefix: str = "") -> dict:
+  """Nested dicts / ConfigDicts -> {"a.b.c": value}."""
+  if isinstance(d, ml_collections.ConfigDict):
+    d = d.to_dict()
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, (dict, ml_collections.ConfigDict)):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def _guarded(field: str) -> bool:
+  def under(f, prefixes):
+    return any(f == p or f.startswith(p + ".") for p in prefixes)
+  return under(field, _RESUME_FIELDS) and not under(field, _FREE_FIELDS)
+
+
+def config_changes(saved: Any, new: Any) -> list[str]:
+  """'field: saved -> new' for every field defining the model, the data or the seed that
+  differs between a run's saved config and the config it is resumed with."""
+  # Through JSON, as config.json holds it: tuples and lists compare alike.
+  a = json.loads(json.dumps(_flatten(saved)))
+  b = json.loads(json.dumps(_flatten(new)))
+  missing = "<absent>"
+  return [f"{k}: {a.get(k, missing)!r} -> {b.get(k, missing)!r}"
+          for k in sorted(set(a) | set(b))
+          if _guarded(k) and a.get(k, missing) != b.get(k, missing)]
+
+
+def has_checkpoints(workdir: str) -> bool:
+  """True when <workdir>/checkpoints holds a step folder (what a restart resumes from)."""
+  folder = path(workdir, CHECKPOINTS)
+  return os.path.isdir(folder) and any(d.isdigit() for d in os.listdir(folder))
+
+
+def check_resume_config(config, workdir: str, allow: bool = False) -> None:
+  """Before resuming `workdir`: raises ConfigChangeError naming the model, data or seed
+  fields `config` changes from the run's config.json, unless `allow` (then warns)."""
+  if not (has_checkpoints(workdir) and os.path.exists(path(workdir, CONFIG))):
+    return   # a new run (or one with nothing to resume): nothing to compare with
+  changes = config_changes(load_config(workdir), config)
+  if not changes:
+    return
+  message = (f"resuming {workdir} with a config that changes {len(changes)} field(s) of "
+             f"the model, the data or the seed saved in {path(workdir, CONFIG)}: "
+             f"{'; '.join(changes)}")
+  if not allow:
+    raise ConfigChangeError(
+        f"{message}. Resume with the saved values, use a new workdir, or set "
+        "--config.allow_config_changes=True to resume anyway")
+  logging.warning("%s (allowed by config.allow_config_changes)", message)
+
+
+class ConfigChangeError(ValueError):
+  """A resume would change the model, the data or the seed (the message names them)."""
