@@ -23,7 +23,7 @@ import json
 import os
 import queue
 import threading
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 from absl import logging
 import cv2
@@ -83,8 +83,43 @@ def _text(value) -> str:
   return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def read_index(builder, split: str, chunk: int = 512) -> SplitIndex:
-  """Reads the metadata of every record of `split`, cached next to the prepared dataset."""
+CORRUPT_POLICIES = ("stop", "skip")
+_CORRUPT_SEQUENCE = "<corrupt record>"   # make_clips never cuts clips from these
+
+
+def record_files(builder, split: str) -> list[tuple[str, int]]:
+  """(file, records) of each shard of `split`, in record order (to name a record's file)."""
+  try:
+    info = builder.info.splits[split]
+    return list(zip((os.fspath(f) for f in info.filepaths), info.shard_lengths))
+  except Exception:  # pylint: disable=broad-except  # naming files is best effort
+    return []
+
+
+def record_file(files: list[tuple[str, int]], record: int) -> str:
+  """The shard file holding `record` ('?' when unknown)."""
+  end = 0
+  for name, length in files:
+    end += length
+    if record < end:
+      return name
+  return "?"
+
+
+def _check_policy(policy: str) -> None:
+  if policy not in CORRUPT_POLICIES:
+    raise ValueError(f"config.dataset.corrupt_records must be one of {CORRUPT_POLICIES}, "
+                     f"got {policy!r}")
+
+
+def read_index(builder, split: str, chunk: int = 512,
+               corrupt_records: str = "stop") -> SplitIndex:
+  """Reads the metadata of every record of `split`, cached next to the prepared dataset.
+
+  A record that cannot be read stops with an error naming the dataset, split, record and
+  file; with corrupt_records="skip" it is counted, logged and kept out of every clip.
+  """
+  _check_policy(corrupt_records)
   cache = os.path.join(os.fspath(builder.data_path), f"rpsm_index_{split}.npz")
   if os.path.exists(cache):
     index = SplitIndex.load(cache)
@@ -95,13 +130,50 @@ def read_index(builder, split: str, chunk: int = 512) -> SplitIndex:
   n = len(source)
   if n == 0:
     raise ValueError(f"split {split!r} of {builder.info.full_name} is empty")
+  files = record_files(builder, split)
   meta = {k: [] for k in _META_KEYS}
   poses = []
+  corrupt = []
+
+  def read_one(r):
+    try:
+      return source[r]
+    except Exception as e:  # pylint: disable=broad-except
+      where = (f"{builder.info.full_name} split {split!r}, record {r} (file "
+               f"{record_file(files, r)})")
+      if corrupt_records == "stop":
+        raise RuntimeError(f"could not read {where}: {type(e).__name__}: {e}. Rebuild the "
+                           "dataset, or set --config.dataset.corrupt_records=skip to skip "
+                           "such records") from e
+      logging.warning("Skipping unreadable %s: %s", where, e)
+      corrupt.append(r)
+      return None
+
   for start in range(0, n, chunk):
-    for ex in source.__getitems__(list(range(start, min(n, start + chunk)))):
+    ids = list(range(start, min(n, start + chunk)))
+    try:
+      examples = source.__getitems__(ids)
+    except Exception:  # pylint: disable=broad-except  # find the bad record(s) one by one
+      examples = [read_one(r) for r in ids]
+    for ex in examples:
+      if ex is None:   # a skipped record: a placeholder no clip uses
+        for k in _META_KEYS:
+          meta[k].append(_CORRUPT_SEQUENCE if k == "sequence_id" else
+                         (-1 if k == "frame_index" else ""))
+        poses.append(poses[-1] if poses else None)
+        continue
       for k in _META_KEYS:
         meta[k].append(ex[k])
       poses.append(ex["pose_3d"])
+  if corrupt:
+    logging.warning("%s split %r: skipped %d unreadable record(s): %s",
+                    builder.info.full_name, split, len(corrupt), corrupt[:20])
+    if len(corrupt) == n:
+      raise RuntimeError(f"no record of {builder.info.full_name} split {split!r} is "
+                         "readable")
+    # A placeholder's pose repeats a readable neighbour's: statistics stay finite.
+    first = next(p for p in poses if p is not None)
+    poses = [first if p is None else p for p in poses]
   pose_3d = np.stack(poses).astype(np.float32)
   if not np.all(np.isfinite(pose_3d)):
     bad = np.unique(np.nonzero(~np.isfinite(pose_3d))[0])[:5]
@@ -117,6 +189,8 @@ def read_index(builder, split: str, chunk: int = 512) -> SplitIndex:
   action, action_names = encode(meta["action"])
   index = SplitIndex(sequence, np.asarray(meta["frame_index"], np.int32), subject, action,
                      pose_3d, sequence_names, subject_names, action_names)
+  if corrupt:
+    return index   # not cached: every run reports (and, under "stop", stops on) them
   try:
     index.save(cache)
   except OSError as e:  # a read-only dataset directory only costs a re-read next time
@@ -145,7 +219,11 @@ def make_clips(index: SplitIndex, clip_length: int, frame_step: int = 1, stride:
   bounds = np.flatnonzero(np.diff(index.sequence[order])) + 1
   clips, masks = [], []
   span = (clip_length - 1) * frame_step + 1
+  corrupt = (index.sequence_names.index(_CORRUPT_SEQUENCE)
+             if _CORRUPT_SEQUENCE in index.sequence_names else -1)
   for records in np.split(order, bounds):
+    if index.sequence[records[0]] == corrupt:
+      continue   # records read_index skipped (corrupt_records="skip")
     if cover_all:
       for r in range(min(frame_step, len(records))):
         sub = records[r::frame_step]
@@ -220,9 +298,16 @@ class ClipLoader:
   def __init__(self, source, index: SplitIndex, clips: np.ndarray, clip_mask: np.ndarray,
                norm: poses.Normalization, *, input_size: int, batch_size: int, seed: int,
                shuffle: bool, augment: Optional[Any] = None, num_workers: int = 2,
-               shard: tuple[int, int] = (0, 1), name: str = ""):
+               shard: tuple[int, int] = (0, 1), name: str = "",
+               corrupt_records: str = "stop", files: Sequence[tuple[str, int]] = ()):
     self.source, self.index, self.norm = source, index, norm
     self.name = name or "clip loader"
+    _check_policy(corrupt_records)
+    # "skip": an unreadable frame is replaced by the nearest readable frame of its
+    # sequence (its 3D target stays the index's); the records are counted here.
+    self.corrupt_records, self.files = corrupt_records, list(files)
+    self.skipped: set[int] = set()
+    self._skipped_lock = threading.Lock()
     self.clips, self.clip_mask = clips, clip_mask
     self.input_size, self.batch_size = input_size, batch_size
     self.seed, self.shuffle = seed, shuffle
@@ -257,11 +342,45 @@ class ClipLoader:
     return (f"{self.name}, record {record} (sequence "
             f"{i.sequence_names[i.sequence[record]]!r}, frame {i.frame_index[record]})")
 
-  def _frame(self, record: int, aug: Optional[tuple]):
+  def _read(self, record: int):
     try:
-      ex = self.source[int(record)]
+      return self.source[int(record)]
     except Exception as e:  # a damaged record: say which one instead of a bare decode error
-      raise RuntimeError(f"could not read {self._describe(record)}: {e}") from e
+      if self.corrupt_records == "skip":
+        return e
+      raise RuntimeError(
+          f"could not read {self._describe(record)}: {e} (file "
+          f"{record_file(self.files, int(record))}). Rebuild the dataset, or set "
+          "--config.dataset.corrupt_records=skip to skip such records") from e
+
+  def _substitute(self, record: int, error: Exception):
+    """Under "skip": the nearest readable frame of `record`'s sequence, counted once."""
+    i = self.index
+    same = np.flatnonzero(i.sequence == i.sequence[record])
+    order = same[np.argsort(np.abs(i.frame_index[same] - i.frame_index[record]),
+                            kind="stable")]
+    with self._skipped_lock:
+      new = record not in self.skipped
+      self.skipped.add(int(record))
+      count = len(self.skipped)
+    if new:
+      logging.warning("Skipping unreadable %s (file %s): %s; %d record(s) skipped so far",
+                      self._describe(record), record_file(self.files, int(record)), error,
+                      count)
+    for other in order[1:]:
+      if int(other) in self.skipped:
+        continue
+      ex = self._read(int(other))
+      if not isinstance(ex, Exception):
+        return ex
+      with self._skipped_lock:
+        self.skipped.add(int(other))
+    raise RuntimeError(f"no readable frame left in the sequence of {self._describe(record)}")
+
+  def _frame(self, record: int, aug: Optional[tuple]):
+    ex = self._read(record)
+    if isinstance(ex, Exception):
+      ex = self._substitute(int(record), ex)
     image, joints = np.asarray(ex["image"]), np.asarray(ex["pose_2d"], np.float32)
     if image.ndim != 3 or image.shape[0] != image.shape[1] or image.shape[2] != 3:
       raise ValueError(f"{self._describe(record)}: expected a square (S, S, 3) image, got "
@@ -376,8 +495,9 @@ def create_pipeline(config, workdir: Optional[str] = None,
   batch. Every host reads the whole evaluation split.
   """
   builder = datasets.prepare(config.dataset)
-  train_index = read_index(builder, config.dataset.train_split)
-  eval_index = read_index(builder, config.dataset.eval_split)
+  policy = config.dataset.get("corrupt_records", "stop")
+  train_index = read_index(builder, config.dataset.train_split, corrupt_records=policy)
+  eval_index = read_index(builder, config.dataset.eval_split, corrupt_records=policy)
   for name, index in (("train", train_index), ("eval", eval_index)):
     if index.num_joints != config.model.num_joints:
       raise ValueError(f"config.model.num_joints={config.model.num_joints} but the {name} "
@@ -395,11 +515,13 @@ def create_pipeline(config, workdir: Optional[str] = None,
   train = ClipLoader(builder.as_data_source(split=config.dataset.train_split),
                      train_index, *train_clips, norm,
                      batch_size=config.batch_size, shuffle=True,
-                     augment=config.augment, shard=shard,
+                     augment=config.augment, shard=shard, corrupt_records=policy,
+                     files=record_files(builder, config.dataset.train_split),
                      name=f"{builder.info.full_name} {config.dataset.train_split}", **common)
   evaluation = ClipLoader(builder.as_data_source(split=config.dataset.eval_split),
                           eval_index, *eval_clips, norm, batch_size=config.eval_batch_size,
                           shuffle=False,
+                          files=record_files(builder, config.dataset.eval_split),
                           name=f"{builder.info.full_name} {config.dataset.eval_split}",
                           **common)
   return Pipeline(train, evaluation, norm, train_index, eval_index)
