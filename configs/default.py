@@ -20,6 +20,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.eval_split = "test"
   config.dataset.root_joint = 0               # targets are relative to this joint (pelvis)
   config.dataset.num_workers = 2              # threads decoding/augmenting frames
+  # A training record that cannot be read: stop (naming dataset, split, record and file)
+  # | skip (count it and use the next readable record of the split instead).
+  config.dataset.corrupt_records = "stop"
 
   config.clip_length = 5                      # C frames per clip (paper: 5)
   config.clip_stride = 1                      # stored frames between training clip starts
@@ -104,4 +107,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.pretrain2d.optimizer = ml_collections.ConfigDict(
       dict(config.optimizer.to_dict(), learning_rate=1e-4, weight_decay=5e-4))
   config.nonfinite_policy = "stop"            # NaN/Inf loss or gradients: stop | skip
+  # Restarts (training/checkpoints.py, workdir.py): start again from step 0 when the
+  # workdir's checkpoints are all damaged or gone (they are kept aside, never replaced);
+  # resume although the config changes the model, the data or the seed.
+  config.allow_restart_from_scratch = False
+  config.allow_config_changes = False
   return config
