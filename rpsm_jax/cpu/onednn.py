@@ -7,19 +7,23 @@ the library PyTorch's CPU convolutions use; called from inside the jitted step i
 XLA's fusions, donation and single dispatch around it.
 
 How: csrc/onednn_conv.cc defines XLA FFI handlers for an NHWC/HWIO float32 convolution:
-forward, forward with bias and ReLU fused, data gradient, weight gradient. `load()` compiles it once per machine with
-the system C++ compiler against the system oneDNN 2.x (Debian/Ubuntu: `apt-get install
-libdnnl-dev g++`), caches the library under ~/.cache/rpsm_jax (XDG_CACHE_HOME), and
-registers the handlers for the CPU platform. `conv_general_dilated` is a drop-in for
-lax.conv_general_dilated with a custom_vjp that calls them; `conv_bias_relu` the fused
-layer. When oneDNN or a compiler is missing, `available()` says why and callers keep lax's
-convolutions.
+forward, forward with bias and ReLU fused, data gradient, weight gradient. `load()` compiles
+it once per machine and oneDNN with the system C++ compiler, caches the library under
+~/.cache/rpsm_jax (XDG_CACHE_HOME), and registers the handlers for the CPU platform.
+`conv_general_dilated` is a drop-in for lax.conv_general_dilated with a custom_vjp that
+calls them; `conv_bias_relu` the fused layer. When oneDNN or a compiler is missing,
+`available()` says why and callers keep lax's convolutions.
 
-GPUs and TPUs never take this path (rpsm_jax.cpu.convolution.make_conv only offers it for the
-CPU backend): the custom calls are registered for the CPU platform only.
+Which oneDNN (find_install, first found): RPSM_JAX_ONEDNN_INCLUDE (+ RPSM_JAX_ONEDNN_LIB)
+naming one installed elsewhere; the package index's wheels onednn-devel-cpu-gomp (headers)
++ onednn-cpu-gomp (libdnnl.so.3), rpsm_jax's dependencies on Linux x86_64, found through
+their installed files (so `pip install --user` and virtual environments alike), linked
+with an rpath to their lib directory; then CPATH and the system's include directories
+(Debian/Ubuntu libdnnl-dev). oneDNN 2.x and 3.x both build. CXX names the compiler
+(default c++).
 
-Environment: RPSM_JAX_ONEDNN_INCLUDE / RPSM_JAX_ONEDNN_LIB point at a oneDNN 2.x
-installed elsewhere; CXX names the compiler (default c++).
+GPUs and TPUs never take this path (rpsm_jax.cpu.convolution.make_conv only offers it for
+the CPU backend): the custom calls are registered for the CPU platform only.
 """
 
 import ctypes
@@ -31,7 +35,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import re
 import threading
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -48,7 +54,7 @@ _SYSTEM_INCLUDE_DIRS = ("/usr/include", "/usr/local/include",
                         os.path.join(sys.prefix, "include"))
 
 _lock = threading.Lock()
-_state = {"library": None, "error": None}
+_state = {"library": None, "error": None, "install": None}
 
 
 def cache_dir() -> str:
@@ -56,45 +62,108 @@ def cache_dir() -> str:
   return os.path.join(base, "rpsm_jax")
 
 
-def _build_flags() -> list:
-  flags = ["-I" + _find_headers()]
-  if os.environ.get("RPSM_JAX_ONEDNN_LIB"):
-    lib = os.environ["RPSM_JAX_ONEDNN_LIB"]
-    flags += ["-L" + lib, "-Wl,-rpath," + lib]
-  return flags
+# (headers' distribution, library's distribution): the package index's CPU-only oneDNN 3.2
+# with GNU OpenMP (the `onednn` wheel is a SYCL/TBB build with ~630 MB of runtimes).
+WHEELS = ("onednn-devel-cpu-gomp", "onednn-cpu-gomp")
+HINT = ("pip install onednn-cpu-gomp==2023.2.0 onednn-devel-cpu-gomp==2023.2.0 (Linux "
+        "x86_64; rpsm_jax depends on them there) or apt-get install libdnnl-dev, and a C++ "
+        "compiler (g++)")
 
 
-def _find_headers() -> str:
-  """The include directory holding oneapi/dnnl/dnnl.hpp; raises naming where it looked
-  (checked before compiling, so machines without oneDNN do not pay a failed build)."""
-  dirs = [os.environ.get("RPSM_JAX_ONEDNN_INCLUDE", "")]
-  dirs += os.environ.get("CPATH", "").split(os.pathsep)
-  dirs += list(_SYSTEM_INCLUDE_DIRS)
+class Install(NamedTuple):
+  """A oneDNN to build against: include dir (holding oneapi/dnnl/dnnl.hpp), lib dir
+  (None: the linker's default path), where it was found, the headers' version."""
+  include: str
+  lib: Optional[str]
+  origin: str
+  version: str
+
+
+def _headers_version(include: str) -> str:
+  """'3.2.0 (4011219)' from dnnl_version.h; '?' if unreadable."""
+  try:
+    with open(os.path.join(include, "oneapi", "dnnl", "dnnl_version.h")) as f:
+      text = f.read()
+  except OSError:
+    return "?"
+  fields = dict(re.findall(r"#define DNNL_VERSION_(MAJOR|MINOR|PATCH|HASH)\s+\"?(\w+)", text))
+  return (f"{fields.get('MAJOR', '?')}.{fields.get('MINOR', '?')}.{fields.get('PATCH', '?')}"
+          f" ({fields.get('HASH', '?')[:7]})")
+
+
+def _wheel_file(name: str, suffix: str) -> Optional[tuple]:
+  """(absolute path, version) of the first installed file of distribution `name` whose
+  path ends in `suffix`; None if the distribution or file is not there."""
+  try:
+    dist = importlib.metadata.distribution(name)
+  except importlib.metadata.PackageNotFoundError:
+    return None
+  for f in dist.files or []:
+    if str(f).replace(os.sep, "/").endswith(suffix):
+      path = os.path.realpath(f.locate())
+      if os.path.exists(path):
+        return path, dist.version
+  return None
+
+
+def _wheel_install() -> Optional[Install]:
+  headers = _wheel_file(WHEELS[0], "include/oneapi/dnnl/dnnl.hpp")
+  library = _wheel_file(WHEELS[1], "/libdnnl.so")
+  if headers is None or library is None:
+    return None
+  include = os.path.dirname(os.path.dirname(os.path.dirname(headers[0])))
+  return Install(include, os.path.dirname(library[0]),
+                 f"wheels {WHEELS[0]} {headers[1]} + {WHEELS[1]} {library[1]}",
+                 _headers_version(include))
+
+
+def find_install() -> Install:
+  """The oneDNN to build against (the module docstring's order); raises naming where it
+  looked (checked before compiling, so machines without oneDNN do not pay a failed build)."""
+  if os.environ.get("RPSM_JAX_ONEDNN_INCLUDE"):
+    include = os.environ["RPSM_JAX_ONEDNN_INCLUDE"]
+    if os.path.exists(os.path.join(include, "oneapi", "dnnl", "dnnl.hpp")):
+      return Install(include, os.environ.get("RPSM_JAX_ONEDNN_LIB") or None,
+                     "RPSM_JAX_ONEDNN_INCLUDE", _headers_version(include))
+    raise RuntimeError(f"oneapi/dnnl/dnnl.hpp not found in RPSM_JAX_ONEDNN_INCLUDE={include}")
+  wheel = _wheel_install()
+  if wheel is not None:
+    return wheel
+  dirs = os.environ.get("CPATH", "").split(os.pathsep) + list(_SYSTEM_INCLUDE_DIRS)
   dirs = [d for d in dirs if d]
   for d in dirs:
     if os.path.exists(os.path.join(d, "oneapi", "dnnl", "dnnl.hpp")):
-      return d
-  raise RuntimeError(f"oneapi/dnnl/dnnl.hpp not found in {dirs}")
+      return Install(d, os.environ.get("RPSM_JAX_ONEDNN_LIB") or None, d, _headers_version(d))
+  raise RuntimeError(f"oneapi/dnnl/dnnl.hpp not found in the wheels {'/'.join(WHEELS)} "
+                     f"(not installed) nor in {dirs}")
 
 
-def _library_path(compiler: str) -> str:
-  """Cache file name: changes with the source, jaxlib (FFI headers) and build flags."""
+def _build_flags(install: Install) -> list:
+  flags = ["-I" + install.include]
+  if install.lib:
+    flags += ["-L" + install.lib, "-Wl,-rpath," + install.lib]
+  return flags
+
+
+def _library_path(compiler: str, install: Install) -> str:
+  """Cache file name: changes with the source, jaxlib (FFI headers), the oneDNN built
+  against (its directories and version) and the build flags."""
   digest = hashlib.sha256()
   with open(_SOURCE, "rb") as f:
     digest.update(f.read())
   digest.update(importlib.metadata.version("jaxlib").encode())
-  digest.update(" ".join([compiler] + _build_flags()).encode())
+  digest.update(" ".join([compiler, install.version] + _build_flags(install)).encode())
   return os.path.join(cache_dir(), f"onednn_conv_{digest.hexdigest()[:16]}.so")
 
 
-def _compile(compiler: str, target: str) -> None:
+def _compile(compiler: str, install: Install, target: str) -> None:
   """Builds the library into a temporary file and renames it, so concurrent processes and
   interrupted builds never leave a half-written library under the final name."""
   os.makedirs(os.path.dirname(target), exist_ok=True)
   fd, tmp = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(target))
   os.close(fd)
   command = [compiler, "-O2", "-std=c++17", "-shared", "-fPIC", "-w",
-             "-isystem", jax.ffi.include_dir(), *_build_flags(), _SOURCE, "-o", tmp, "-ldnnl"]
+             "-isystem", jax.ffi.include_dir(), *_build_flags(install), _SOURCE, "-o", tmp, "-ldnnl"]
   try:
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
@@ -118,17 +187,18 @@ def load() -> ctypes.CDLL:
       compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
       if not compiler:
         raise RuntimeError("no C++ compiler found (install g++ or set CXX)")
-      path = _library_path(compiler)
+      install = find_install()
+      path = _library_path(compiler, install)
       if not os.path.exists(path):
-        _compile(compiler, path)
+        _compile(compiler, install, path)
       library = ctypes.CDLL(path)
       for kind, symbol in _TARGETS.items():
         jax.ffi.register_ffi_target(_PREFIX + kind, jax.ffi.pycapsule(getattr(library, symbol)),
                                     platform="cpu")
     except (RuntimeError, OSError) as e:
-      _state["error"] = (f"oneDNN convolutions unavailable: {e}. Needs oneDNN 2.x and a C++ "
-                         "compiler (apt-get install libdnnl-dev g++).")
+      _state["error"] = f"oneDNN convolutions unavailable: {e}. Needs oneDNN 2.x or 3.x: {HINT}."
       raise RuntimeError(_state["error"]) from e
+    _state["install"] = install
     _state["library"] = library
     return library
 
@@ -140,6 +210,14 @@ def available() -> tuple[bool, str]:
   except RuntimeError as e:
     return False, str(e)
   return True, ""
+
+
+def version() -> str:
+  """The loaded oneDNN's version and origin, e.g. '3.2.0 (wheels onednn-devel-cpu-gomp/...)'."""
+  library = load()
+  out = ctypes.create_string_buffer(64)
+  library.RpsmOnednnVersion(out, 64)
+  return f"{out.value.decode()} ({_state['install'].origin})"
 
 
 def implementation(kind: str, lhs_shape, rhs_shape, out_shape, strides, pad_top_left) -> str:

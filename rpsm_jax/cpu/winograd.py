@@ -31,22 +31,17 @@ from jax import lax
 import numpy as np
 
 TILES = (2, 4)
-# "auto" on CPUs: layers with >= 128 input and output channels, and layers with >= 64 whose
+# conv_general_dilated(auto=True): layers with >= 128 input and output channels, and layers with >= 64 whose
 # input fits in a server CPU's last-level cache (measured on a 32 MiB-L3 EPYC: 64-channel
 # layers at 20x20 and 10x10, 40 images, gained in training and inference; at 368x368
 # (173 MB) F(4,3) took 1132 ms vs 949 ms forward+backward, 5 images).
 AUTO_MIN_CHANNELS = 128
 AUTO_CACHED_MIN_CHANNELS = 64
 AUTO_CACHED_BYTES = 16 * 2**20
-# "auto" where oneDNN is available (rpsm_jax.cpu.convolution): Winograd for layers with >= 128
-# input and output channels on images >= 32 px a side, where it beat oneDNN's direct
-# convolution in training (one layer, forward + backward, ms, oneDNN / Winograd: 46x46x512
-# x5 696 / 449; 92x92x256 x5 697 / 387; 184x184x128 x5 778 / 628). 64-channel layers lost
-# (184x184x64->128 358 / 423, 368x368x64 735 / 1051), and so did the synthetic model's one
-# 10x10x128 layer inside the whole step (train 214 vs 202 ms, infer 59.9 vs 58.0 ms), though
-# it won alone (14.4 / 12.6 ms).
-OVER_ONEDNN_MIN_CHANNELS = 128
-OVER_ONEDNN_MIN_SIZE = 32
+# (conv_algorithm "auto" on CPUs no longer uses these thresholds: rpsm_jax.cpu.autotune
+# times Winograd against oneDNN and XLA per layer on the CPU at hand. On an AVX-512 EPYC
+# Winograd beat oneDNN's direct convolution on >= 128-channel layers >= 32 px, e.g.
+# 92x92x256 x5 697 / 387 ms forward + backward, and lost on 64-channel ones.)
 
 # (B^T, G, A^T) of Lavin & Gray (2016) for output tile m and kernel 3; tile a = m + 2.
 _MATRICES = {
@@ -201,17 +196,14 @@ def eligible(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=
   return lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == nhwc
 
 
-def auto_selects(lhs_shape, rhs_shape, over_onednn: bool = False) -> bool:
-  """Whether "auto" runs an eligible layer by Winograd rather than XLA's convolution (see
-  AUTO_* above) or, `over_onednn`, rather than oneDNN's (OVER_ONEDNN_* above).
+def auto_selects(lhs_shape, rhs_shape) -> bool:
+  """Whether conv_general_dilated(auto=True) runs an eligible layer by Winograd rather than
+  XLA's convolution (see AUTO_* above).
 
   Symbolic shapes (jax.export's batch dimension) keep direct convolution."""
   if not all(isinstance(d, int) for d in tuple(lhs_shape) + tuple(rhs_shape)):
     return False
   channels = min(rhs_shape[2], rhs_shape[3])
-  if over_onednn:
-    return (channels >= OVER_ONEDNN_MIN_CHANNELS
-            and min(lhs_shape[1], lhs_shape[2]) >= OVER_ONEDNN_MIN_SIZE)
   if channels >= AUTO_MIN_CHANNELS:
     return True
   return (channels >= AUTO_CACHED_MIN_CHANNELS

@@ -1,8 +1,14 @@
 """Convolution algorithm choice (rpsm_jax.cpu.convolution.make_conv, config.model.conv_algorithm)."""
 
+import json
+import logging
+
 import jax
+from jax import lax
+import jax.numpy as jnp
 import pytest
 
+from rpsm_jax.cpu import autotune
 from rpsm_jax.cpu import convolution
 from rpsm_jax.cpu import onednn
 
@@ -33,18 +39,109 @@ def _ops(conv, x_shape, w_shape, strides=(1, 1), padding=((1, 1), (1, 1))):
           if name in jaxpr}
 
 
+def _chooser(tmp_path, choices, with_onednn=None):
+  """An autotune.Chooser reading `choices` ({layer_key: {"choice", "ms"}}) from its file."""
+  path = tmp_path / "choices.json"
+  path.write_text(json.dumps({"layers": choices}))
+  if with_onednn is None:
+    with_onednn = onednn.available()[0]
+  return autotune.Chooser(with_onednn=with_onednn, path=str(path))
+
+
+def _auto(chooser):
+  conv = convolution.ChosenConv(chooser)
+  return convolution.Convolution(conv, conv_bias_relu=conv.conv_bias_relu)
+
+
+PAD1 = ((1, 1), (1, 1))
+
+
 @pytest.mark.skipif(not onednn.available()[0], reason=onednn.available()[1])
-def test_auto_on_cpu_with_onednn():
-  auto = convolution.make_conv("auto", backend="cpu")
-  # Narrow layers and the 5x5/2 layers: oneDNN. Wide 3x3/1 layers: Winograd (batched dots).
-  assert _ops(auto, (40, 80, 80, 16), (3, 3, 16, 16)) == {"ffi_call"}
-  assert _ops(auto, (40, 10, 10, 32), (5, 5, 32, 32), (2, 2), ((2, 2), (2, 2))) == {"ffi_call"}
-  assert _ops(auto, (5, 46, 46, 128), (3, 3, 128, 128)) == {"dot_general"}
-  assert _ops(auto, (40, 10, 10, 128), (3, 3, 128, 128)) == {"ffi_call"}
+def test_auto_runs_what_was_measured_fastest(tmp_path, monkeypatch):
+  shapes = {"onednn": ((40, 80, 80, 16), (3, 3, 16, 16)),
+            "winograd": ((5, 46, 46, 128), (3, 3, 128, 128)),
+            "xla": ((40, 10, 10, 128), (3, 3, 128, 128))}
+  ms = {"onednn": 3.0, "winograd": 2.0, "xla": 1.0}
+  choices = {autotune.layer_key(x, w, (1, 1), PAD1, False):
+             {"choice": name, "ms": ms if min(w[2:]) >= 64 else
+              {"onednn": 1.0, "xla": 2.0}} for name, (x, w) in shapes.items()}
+  monkeypatch.setattr(autotune, "time_layer", _no_timing)
+  auto = _auto(_chooser(tmp_path, choices))
+  want = {"onednn": {"ffi_call"}, "winograd": {"dot_general"}, "xla": {"conv_general_dilated"}}
+  for name, (x, w) in shapes.items():
+    assert _ops(auto, x, w) == want[name], name
 
 
-def test_describe_names_what_runs():
+def _no_timing(*args, **kwargs):
+  raise AssertionError("timed a layer whose choice is cached")
+
+
+def test_auto_times_new_layers_once_and_caches_them(tmp_path, monkeypatch, caplog):
+  chooser = _chooser(tmp_path, {})
+  auto = _auto(chooser)
+  x, w = (2, 8, 8, 64), (3, 3, 64, 64)
+  with caplog.at_level(logging.INFO):
+    ops = _ops(auto, x, w)
+  saved = json.loads((tmp_path / "choices.json").read_text())
+  entry = saved["layers"][autotune.layer_key(x, w, (1, 1), PAD1, False)]
+  want = {"winograd", "xla"} | ({"onednn"} if chooser.with_onednn else set())
+  assert set(entry["ms"]) == want and entry["choice"] == min(entry["ms"], key=entry["ms"].get)
+  assert all(v > 0 for v in entry["ms"].values())
+  assert saved["cpu"] == autotune.cpu_description()
+  assert ops == {"onednn": {"ffi_call"}, "winograd": {"dot_general"},
+                 "xla": {"conv_general_dilated"}}[entry["choice"]]
+  assert any("->" in r.getMessage() for r in caplog.records)
+  # Narrow layers do not time Winograd (autotune.WINOGRAD_MIN_CHANNELS).
+  assert "winograd" not in chooser.candidates(jax.ShapeDtypeStruct((2, 8, 8, 16), "float32"),
+                                              jax.ShapeDtypeStruct((3, 3, 16, 16), "float32"),
+                                              (1, 1), PAD1)
+  # Another process (a new chooser on the same file) reads the choice without timing.
+  monkeypatch.setattr(autotune, "time_layer", _no_timing)
+  assert _ops(_auto(autotune.Chooser(chooser.with_onednn, path=chooser.path)), x, w) == ops
+
+
+def test_auto_fused_layer_matches_lax(tmp_path):
+  """Whatever the choice, conv_bias_relu computes relu(conv + bias) (values and grads)."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 64))
+  w = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 64, 64)) * 0.05
+  b = jax.random.normal(jax.random.PRNGKey(2), (64,))
+  key = autotune.layer_key(x.shape, w.shape, (1, 1), PAD1, True)
+
+  def ref(x, w, b):
+    return jax.nn.relu(lax.conv_general_dilated(x, w, (1, 1), PAD1, dimension_numbers=NHWC)
+                       + b)
+
+  names = ["winograd", "xla"] + (["onednn"] if onednn.available()[0] else [])
+  for name in names:
+    chooser = _chooser(tmp_path, {key: {"choice": name, "ms": {n: 1.0 for n in names}}})
+    fused = _auto(chooser).conv_bias_relu
+    mine = lambda x, w, b: fused(x, w, b, (1, 1), PAD1)
+    y, vjp = jax.vjp(mine, x, w, b)
+    y_ref, vjp_ref = jax.vjp(ref, x, w, b)
+    for got, want in zip((y,) + vjp(y_ref), (y_ref,) + vjp_ref(y_ref)):
+      assert float(jnp.abs(got - want).max()) <= 1e-4 * float(jnp.abs(want).max()), name
+
+
+def test_run_log_says_once_which_convolutions(monkeypatch, caplog, tmp_path):
+  monkeypatch.setattr(convolution, "_logged", set())
+  monkeypatch.setenv("RPSM_JAX_CONV_CHOICES", str(tmp_path / "c.json"))
+  with caplog.at_level(logging.INFO):
+    for _ in range(2):
+      convolution.make_conv("auto", backend="cpu")
+    convolution.make_conv("direct", backend="gpu")
+  lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Convolutions")]
+  assert len(lines) == 2, lines
+  assert "conv_algorithm=auto" in lines[0] and autotune.cpu_description()["isa"] in lines[0]
+  assert "timed once per layer shape" in lines[0] and str(tmp_path / "c.json") in lines[0]
+  if not onednn.available()[0]:
+    assert "oneDNN convolutions unavailable" in lines[0]
+  assert "conv_algorithm=direct, gpu" in lines[1]
+
+
+def test_describe_names_what_runs(tmp_path):
   assert convolution.describe(None).startswith("lax")
   assert convolution.describe(convolution.make_conv("winograd")) == "Winograd + lax"
-  described = convolution.describe(convolution.OnednnConv(with_winograd=True))
-  assert described.startswith("oneDNN") and "Winograd" in described
+  assert convolution.describe(convolution.Convolution(convolution.OnednnConv())).startswith(
+      "oneDNN")
+  described = convolution.describe(_auto(_chooser(tmp_path, {}, with_onednn=True)))
+  assert "oneDNN, Winograd, XLA" in described and "timed on this CPU" in described

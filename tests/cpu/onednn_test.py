@@ -1,6 +1,8 @@
 """oneDNN convolutions through JAX's FFI (rpsm_jax.cpu.onednn) against lax.conv."""
 
 import glob
+import importlib.metadata
+import logging
 import os
 
 import jax
@@ -128,13 +130,69 @@ def _fresh_state(monkeypatch, tmp_path):
 def test_missing_headers_are_named(monkeypatch, tmp_path):
   _fresh_state(monkeypatch, tmp_path)
   monkeypatch.setattr(onednn, "_SYSTEM_INCLUDE_DIRS", (str(tmp_path),))
-  monkeypatch.setenv("RPSM_JAX_ONEDNN_INCLUDE", str(tmp_path))
+  monkeypatch.setattr(onednn, "WHEELS", ("rpsm-no-such-devel", "rpsm-no-such-lib"))
+  monkeypatch.delenv("RPSM_JAX_ONEDNN_INCLUDE", raising=False)
   monkeypatch.delenv("CPATH", raising=False)
-  with pytest.raises(RuntimeError, match="dnnl.hpp not found"):
+  with pytest.raises(RuntimeError, match="dnnl.hpp not found.*rpsm-no-such-devel"):
+    onednn.load()
+  _fresh_state(monkeypatch, tmp_path)
+  monkeypatch.setenv("RPSM_JAX_ONEDNN_INCLUDE", str(tmp_path))
+  with pytest.raises(RuntimeError, match="dnnl.hpp not found in RPSM_JAX_ONEDNN_INCLUDE"):
     onednn.load()
 
 
-def test_failed_build_is_reported_and_leaves_no_library(monkeypatch, tmp_path):
+def _fake_user_install(root, version="3.9.1"):
+  """A `pip install --user`-like layout outside sys.prefix: root/lib/python3.x/site-packages
+  holding the two wheels' dist-info, root/include and root/lib holding their files."""
+  site = root / "lib" / "python3.11" / "site-packages"
+  headers = root / "include" / "oneapi" / "dnnl"
+  headers.mkdir(parents=True)
+  (headers / "dnnl.hpp").write_text("")
+  major, minor, patch = version.split(".")
+  (headers / "dnnl_version.h").write_text(
+      f"#define DNNL_VERSION_MAJOR {major}\n#define DNNL_VERSION_MINOR {minor}\n"
+      f"#define DNNL_VERSION_PATCH {patch}\n#define DNNL_VERSION_HASH \"abcdef0123\"\n")
+  dists = {}
+  for name, record in zip(onednn.WHEELS, ("../../../include/oneapi/dnnl/dnnl.hpp,,",
+                                          "../../libdnnl.so,,")):
+    info = site / f"{name.replace('-', '_')}-2099.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 2099.1\n")
+    (info / "RECORD").write_text(record + "\n")
+    dists[name] = importlib.metadata.PathDistribution(info)
+  (root / "lib" / "libdnnl.so").write_text("")
+  return dists
+
+
+def test_wheels_are_found_through_their_installed_files(monkeypatch, tmp_path):
+  dists = _fake_user_install(tmp_path / "user")
+  real = importlib.metadata.distribution
+  monkeypatch.setattr(importlib.metadata, "distribution",
+                      lambda name: dists[name] if name in dists else real(name))
+  monkeypatch.delenv("RPSM_JAX_ONEDNN_INCLUDE", raising=False)
+  install = onednn.find_install()
+  assert install.include == str(tmp_path / "user" / "include")
+  assert install.lib == str(tmp_path / "user" / "lib")
+  assert install.version == "3.9.1 (abcdef0)" and "2099.1" in install.origin
+  flags = onednn._build_flags(install)  # pylint: disable=protected-access
+  assert "-Wl,-rpath," + install.lib in flags and "-L" + install.lib in flags
+  # The cached library's name changes with the oneDNN it is built against.
+  paths = {onednn._library_path("c++", install._replace(version=v))  # pylint: disable=protected-access
+           for v in ("3.9.1 (abcdef0)", "2.6.3 (52b5f10)")}
+  assert len(paths) == 2
+
+
+@needs_onednn
+def test_loaded_onednn_is_the_one_built_against():
+  install = onednn.find_install()
+  assert onednn.version().split()[0] == install.version.split()[0]
+  if install.lib:   # linked with an rpath: that directory's libdnnl is the one mapped
+    with open("/proc/self/maps") as f:
+      mapped = {line.split()[-1] for line in f if "libdnnl.so" in line}
+    assert {os.path.dirname(m) for m in mapped} == {os.path.realpath(install.lib)}, mapped
+
+
+def test_failed_build_is_reported_and_leaves_no_library(monkeypatch, tmp_path, caplog):
   _fresh_state(monkeypatch, tmp_path)
   headers = tmp_path / "include" / "oneapi" / "dnnl"
   headers.mkdir(parents=True)
@@ -148,9 +206,13 @@ def test_failed_build_is_reported_and_leaves_no_library(monkeypatch, tmp_path):
   assert not glob.glob(os.path.join(str(tmp_path), "**", "*.so"), recursive=True)
   with pytest.raises(RuntimeError, match="oneDNN convolutions unavailable"):
     convolution.make_conv("onednn", backend="cpu")
-  # "auto" falls back to XLA's convolutions (and Winograd for the layers it selects).
-  auto = convolution.make_conv("auto", backend="cpu")
-  assert auto.func is convolution.winograd.conv_general_dilated and auto.keywords["auto"]
+  # "auto" falls back to choosing between XLA's convolutions and Winograd, and says why.
+  monkeypatch.setattr(convolution, "_logged", set())
+  with caplog.at_level(logging.INFO):
+    auto = convolution.make_conv("auto", backend="cpu")
+  assert not auto.conv.chooser.with_onednn
+  lines = [r.getMessage() for r in caplog.records if "Convolutions (" in r.getMessage()]
+  assert len(lines) == 1 and "oneDNN convolutions unavailable" in lines[0], lines
 
 
 @needs_onednn

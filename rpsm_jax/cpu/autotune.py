@@ -1,0 +1,225 @@
+"""conv_algorithm="auto" on CPUs: each layer's convolution chosen by timing it on this CPU.
+
+Why: which of oneDNN's direct convolution, the project's Winograd F(m, 3) and XLA's own
+kernels is fastest for a layer depends on the CPU, not only on the layer. On an AVX-512
+EPYC Winograd beat oneDNN on >= 128-channel 3x3 layers of >= 32 px; on an AVX2-only EPYC
+oneDNN 3.2 runs other kernels (brgconv:avx2, refuses its own Winograd) and XLA's rank
+differs too. A table from one machine picks wrong on another, so each distinct layer is
+timed once per CPU and the choice is cached.
+
+What is timed: a layer as the model runs it (convolution + bias, + ReLU when the layer has
+one) and both its gradients, i.e. its share of a train step, jitted alone with the train
+step's XLA:CPU options on random inputs of the layer's shape. Candidates are interleaved
+call by call and each keeps its best time (other load on a shared machine only adds time).
+Choices are stored in cache_dir()/conv_choices_<cpu>.json (one file per CPU model, ISA,
+core count, jaxlib and oneDNN version), read by later runs and processes, rewritten
+atomically. Delete the file to measure again; RPSM_JAX_CONV_CHOICES names another file.
+
+Cost: a few compilations and calls per new layer shape, once per machine (synthetic
+config: a few seconds a shape on 2 cores; at 368 px a shape can take tens of seconds).
+"""
+
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import platform
+import tempfile
+import threading
+import time
+from typing import Callable, Dict, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+import numpy as np
+
+from rpsm_jax.cpu import onednn
+from rpsm_jax.cpu import winograd
+from rpsm_jax.cpu import xla_cpu
+
+CANDIDATES = ("onednn", "winograd", "xla")
+NHWC = ("NHWC", "HWIO", "NHWC")
+# Calls per candidate: at most MAX_REPEATS, fewer for slow layers so that a candidate's
+# timing stays near TIME_BUDGET_S; never fewer than MIN_REPEATS.
+MIN_REPEATS, MAX_REPEATS, TIME_BUDGET_S = 2, 5, 1.0
+# Winograd is not timed on narrower layers: its memory-bound transforms lost there on both
+# CPUs measured (AVX2 EPYC, 40x80x80x16 3x3: 774 ms vs oneDNN 295, XLA 396; 40x40x40x32:
+# 449 vs 186, 227), and compiling it took up to 30 s on a loaded 2-core machine.
+WINOGRAD_MIN_CHANNELS = 64
+_ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
+
+
+def cpu_description() -> Dict[str, str]:
+  """{'model': 'AMD EPYC', 'isa': 'avx2 fma', 'cores': '2'}: what the choices depend on."""
+  model, flags = platform.processor() or platform.machine(), set()
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+          model = value.strip()
+        elif key.strip() == "flags":
+          flags = set(value.split())
+  except OSError:
+    pass
+  isa = " ".join(f for f in _ISA_FLAGS if f in flags) or platform.machine()
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  return {"model": model, "isa": isa, "cores": str(cores)}
+
+
+def _library_versions() -> str:
+  ok, _ = onednn.available()
+  dnnl = onednn.version() if ok else "no oneDNN"
+  return f"jaxlib {importlib.metadata.version('jaxlib')}, oneDNN {dnnl}"
+
+
+def default_cache_path() -> str:
+  if os.environ.get("RPSM_JAX_CONV_CHOICES"):
+    return os.environ["RPSM_JAX_CONV_CHOICES"]
+  cpu = cpu_description()
+  key = json.dumps([cpu, _library_versions()], sort_keys=True)
+  digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+  return os.path.join(onednn.cache_dir(), f"conv_choices_{digest}.json")
+
+
+def layer_key(x_shape, w_shape, strides, padding, relu: bool) -> str:
+  """'40x80x80x16*3x3x16x16/1x1 p1,1,1,1 relu': one layer's identity in the cache."""
+  pads = ",".join(str(p) for pair in padding for p in pair)
+  return ("x".join(map(str, x_shape)) + "*" + "x".join(map(str, w_shape))
+          + "/" + "x".join(map(str, strides)) + f" p{pads}" + (" relu" if relu else ""))
+
+
+def _layer_fn(candidate: str, strides, padding, relu: bool, tile: int) -> Callable:
+  """(x, w, b) -> the layer's output with `candidate`'s convolution."""
+  def layer(x, w, b):
+    if candidate == "onednn" and relu:
+      return onednn.conv_bias_relu(x, w, b, strides, padding)
+    if candidate == "onednn":
+      y = onednn.conv(x, w, strides, padding)
+    elif candidate == "winograd":
+      y = winograd.conv3x3(x, w, tile or winograd.choose_tile(x.shape))
+    else:
+      y = lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=NHWC)
+    y = y + b
+    return jax.nn.relu(y) if relu else y
+  return layer
+
+
+def time_layer(candidates: Sequence[str], x_shape, w_shape, strides, padding, relu: bool,
+               tile: int = 0) -> Dict[str, float]:
+  """{candidate: best seconds of one forward + both gradients} on random float32 inputs.
+
+  x_shape (N, H, W, C), w_shape (KH, KW, C, O); strides (2,), padding ((t, b), (l, r)).
+  Safe to call while an outer function is being traced: runs concrete computations only.
+  """
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal(x_shape, np.float32)
+  w = rng.standard_normal(w_shape, np.float32) * np.float32(1 / np.sqrt(np.prod(w_shape[:3])))
+  b = rng.standard_normal(w_shape[-1:], np.float32)
+  with jax.ensure_compile_time_eval():
+    runs = {}
+    for name in candidates:
+      layer = _layer_fn(name, strides, padding, relu, tile)
+
+      def step(x, w, b, dy, layer=layer):
+        _, vjp = jax.vjp(layer, x, w, b)
+        return vjp(dy)
+
+      out = jax.eval_shape(layer, x, w, b)
+      dy = rng.standard_normal(out.shape, np.float32)
+      compiled = jax.jit(step, compiler_options=xla_cpu.compiler_options("train")).lower(
+          x, w, b, dy).compile()
+      args = [jax.device_put(a) for a in (x, w, b, dy)]
+      start = time.perf_counter()
+      jax.block_until_ready(compiled(*args))   # warm-up: oneDNN builds its primitives
+      runs[name] = (compiled, args, time.perf_counter() - start)
+    slowest = max(t for _, _, t in runs.values())
+    repeats = int(np.clip(TIME_BUDGET_S / max(slowest, 1e-6), MIN_REPEATS, MAX_REPEATS))
+    best = {name: float("inf") for name in runs}
+    for _ in range(repeats):   # interleaved, so a burst of other load hits all alike
+      for name, (compiled, args, _) in runs.items():
+        start = time.perf_counter()
+        jax.block_until_ready(compiled(*args))
+        best[name] = min(best[name], time.perf_counter() - start)
+  return best
+
+
+class Chooser:
+  """The per-layer choice of "auto": measured once per layer and CPU, cached on disk.
+
+  with_onednn: whether oneDNN is a candidate (it is built and loads here).
+  """
+
+  def __init__(self, with_onednn: bool, tile: int = 0, path: Optional[str] = None):
+    self.with_onednn = with_onednn
+    self.tile = tile
+    self.path = path or default_cache_path()
+    self._lock = threading.Lock()
+    self._choices = None   # {layer_key: {"choice": name, "ms": {name: ms}}}, read lazily
+
+  def candidates(self, x, w, strides, padding) -> list:
+    """The implementations that can run this layer (x, w: arrays or ShapeDtypeStructs)."""
+    out = []
+    if self.with_onednn and onednn.eligible(x, w, strides, padding, None, None, NHWC, 1):
+      out.append("onednn")
+    if (winograd.eligible(x, w, strides, padding, None, None, NHWC, 1)
+        and min(w.shape[2], w.shape[3]) >= WINOGRAD_MIN_CHANNELS):
+      out.append("winograd")
+    return out + ["xla"]
+
+  def _read(self) -> dict:
+    try:
+      with open(self.path) as f:
+        return json.load(f).get("layers", {})
+    except (OSError, ValueError):
+      return {}
+
+  def _write(self) -> None:
+    """Merges with what other processes wrote meanwhile and replaces the file atomically."""
+    merged = {**self._read(), **self._choices}
+    os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".json", dir=os.path.dirname(self.path) or ".")
+    try:
+      with os.fdopen(fd, "w") as f:
+        json.dump({"cpu": cpu_description(), "libraries": _library_versions(),
+                   "layers": merged}, f, indent=1, sort_keys=True)
+      os.replace(tmp, self.path)
+    finally:
+      if os.path.exists(tmp):
+        os.remove(tmp)
+
+  def choose(self, x, w, strides, padding, relu: bool) -> str:
+    """The fastest candidate for an NHWC/HWIO float32 layer with static shapes."""
+    candidates = self.candidates(x, w, strides, padding)
+    if len(candidates) == 1:
+      return candidates[0]
+    key = layer_key(x.shape, w.shape, strides, padding, relu)
+    with self._lock:
+      if self._choices is None:
+        self._choices = self._read()
+      known = self._choices.get(key)
+      if known and known.get("choice") in candidates and set(known.get("ms", {})) == set(
+          candidates):
+        return known["choice"]
+      seconds = time_layer(candidates, x.shape, w.shape, strides, padding, relu, self.tile)
+      choice = min(seconds, key=seconds.get)
+      # The load average beside the timings: on a shared machine it says how far to trust
+      # them (delete the file to measure again on a quieter machine).
+      load = os.getloadavg()[0] if hasattr(os, "getloadavg") else -1.0
+      self._choices[key] = {"choice": choice, "load": round(load, 2),
+                            "ms": {k: round(v * 1e3, 3) for k, v in seconds.items()}}
+      logging.info("conv_algorithm auto: %s -> %s (forward + gradients, best ms: %s; load "
+                   "%.1f)", key, choice,
+                   ", ".join(f"{k} {v * 1e3:.2f}" for k, v in seconds.items()), load)
+      try:
+        self._write()
+      except OSError as e:   # a read-only home: choices then last for this process only
+        logging.warning("conv_algorithm auto: could not save %s: %s", self.path, e)
+      return choice
+
+  def choices(self) -> dict:
+    """{layer_key: choice} measured or read so far."""
+    with self._lock:
+      return {k: v["choice"] for k, v in (self._choices or {}).items()}
