@@ -5,12 +5,18 @@ reset per clip, predictions un-normalised with the training statistics, root-ali
 averaged over all joints (root included). Reported per action, per subject and per stage:
 P1 (MPJPE), P2 (P-MPJPE), N-MPJPE and MPJVE; the action-wise average (mean over actions, the
 paper's "Avg") and the frame-wise average; a mean-pose baseline for reference.
+
+Non-finite predictions (a diverged model) never stop the evaluation: their frames are
+counted per stage ("nonfinite_frames"), left out of every error, and the metrics that could
+not be computed at all are listed ("not_computed", their values None). "subjects" names
+the subjects scored.
 """
 
 import json
 import os
 from typing import Optional
 
+from absl import logging
 import jax
 import numpy as np
 
@@ -57,17 +63,25 @@ def score(out: dict, index, norm, root_joint: int) -> dict:
   rec = record.reshape(-1)[frame_mask]
   # Per-frame errors, (K, F) over the valid frames F.
   errors = {name: [] for name in METRICS}
+  nonfinite = {}
   for s in range(k):
-    flat_pred = pred[s].reshape((-1,) + pred.shape[-2:])[frame_mask]
+    # Frames with a non-finite coordinate are scored as zeros (an SVD of NaN fails), then
+    # their errors set to NaN, which every mean below leaves out.
+    finite = np.all(np.isfinite(pred[s]), axis=(-2, -1))            # (N, T)
+    nonfinite[f"stage_{s + 1}"] = int((~finite & mask).sum())
+    clean = np.where(finite[..., None, None], pred[s], 0.0)
+    flat_finite = finite.reshape(-1)[frame_mask]
+    flat_pred = clean.reshape((-1,) + pred.shape[-2:])[frame_mask]
     flat_gt = gt.reshape((-1,) + gt.shape[-2:])[frame_mask]
-    errors["mpjpe_mm"].append(metrics.mpjpe(flat_pred, flat_gt, root=root_joint,
-                                            reduce=False))
-    errors["p_mpjpe_mm"].append(metrics.p_mpjpe(flat_pred, flat_gt, reduce=False))
-    errors["n_mpjpe_mm"].append(metrics.n_mpjpe(flat_pred, flat_gt, root=root_joint,
-                                                reduce=False))
+    for name, err in (
+        ("mpjpe_mm", metrics.mpjpe(flat_pred, flat_gt, root=root_joint, reduce=False)),
+        ("p_mpjpe_mm", metrics.p_mpjpe(flat_pred, flat_gt, reduce=False)),
+        ("n_mpjpe_mm", metrics.n_mpjpe(flat_pred, flat_gt, root=root_joint,
+                                       reduce=False))):
+      errors[name].append(np.where(flat_finite, err, np.nan))
     if pred.shape[2] > 1:
       # Velocity error of frame t's step from t-1, assigned to frame t (NaN at t = 0).
-      vel = metrics.mpjve(pred[s], gt, root=root_joint, mask=mask, reduce=False)
+      vel = metrics.mpjve(clean, gt, root=root_joint, mask=mask & finite, reduce=False)
       vel = np.concatenate([np.full(vel.shape[:-1] + (1,), np.nan), vel], axis=-1)
       errors["mpjve_mm"].append(vel.reshape(-1)[frame_mask])
     else:
@@ -107,7 +121,17 @@ def score(out: dict, index, norm, root_joint: int) -> dict:
   results["baseline_mean_pose_mpjpe_mm_framewise"] = float(baseline.mean())
   results["per_action"] = per_action
   results["per_subject"] = per_subject
+  results["subjects"] = list(per_subject)
   results["frames"] = int(frame_mask.sum())
+  results["nonfinite_frames"] = nonfinite
+  results["not_computed"] = [f"{name} {st}" for name in METRICS for st in stages
+                             if results[name][st] is None]
+  if any(nonfinite.values()):
+    logging.warning("Non-finite predictions in %s of %d frames; left out of the errors. "
+                    "Not computed: %s", nonfinite, results["frames"],
+                    ", ".join(results["not_computed"]) or "none")
+  logging.info("Scored %d frames of subject(s) %s", results["frames"],
+               ", ".join(results["subjects"]) or "none")
   return results
 
 
@@ -137,7 +161,12 @@ def markdown_table(results: dict) -> str:
                  f" | {_fmt(results['framewise']['mpjpe_mm'][st])} |")
   lines += ["", f"Mean-pose baseline MPJPE (action avg): "
             f"{_fmt(results['baseline_mean_pose_mpjpe_mm'])} mm; "
-            f"{results['frames']} frames."]
+            f"{results['frames']} frames of subject(s) "
+            f"{', '.join(results.get('subjects', [])) or '-'}."]
+  bad = {st: n for st, n in results.get("nonfinite_frames", {}).items() if n}
+  if bad:
+    lines += ["", f"Non-finite predictions (frames, left out): {bad}; not computed: "
+              f"{', '.join(results.get('not_computed', [])) or 'none'}."]
   return "\n".join(lines) + "\n"
 
 
