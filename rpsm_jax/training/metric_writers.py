@@ -32,7 +32,9 @@ class MetricWriter:
       self._jsonl = open(os.path.join(logdir, "metrics.jsonl"), "a")
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
-    values = {k: float(np.asarray(v)) for k, v in scalars.items()}
+    # None (a metric evaluation could not compute, e.g. of non-finite predictions) -> NaN.
+    values = {k: float("nan") if v is None else float(np.asarray(v))
+              for k, v in scalars.items()}
     logging.info("[%d] %s", step, ", ".join(f"{k}={v:.6g}" for k, v in values.items()))
     if self._events is None:
       return

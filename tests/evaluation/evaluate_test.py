@@ -1,0 +1,62 @@
+"""Scoring (issue 18): non-finite predictions are counted, never crash the evaluation, and
+results.json is still written; the results name the subjects scored."""
+
+import json
+import types
+
+import numpy as np
+
+from rpsm_jax.evaluation import evaluate
+from rpsm_jax.training import metric_writers
+
+N, T, P = 4, 3, 17
+
+
+def _inputs(pred_fn):
+  rng = np.random.default_rng(0)
+  gt = rng.normal(size=(N, T, P, 3)) * 100
+  pred = pred_fn(np.stack([gt + 5.0, gt + 1.0]))
+  records = np.arange(N * T).reshape(N, T)
+  index = types.SimpleNamespace(
+      action=np.repeat([0, 1], N * T // 2), action_names=("Walking", "Eating"),
+      subject=np.repeat([0, 1], N * T // 2), subject_names=("S9", "S11"))
+  norm = types.SimpleNamespace(mean_pose=np.zeros((P, 3)))
+  mask = np.ones((N, T), bool)
+  mask[-1, -1] = False                              # padding is never counted
+  return {"pred": pred, "gt": gt, "mask": mask, "record": records}, index, norm
+
+
+def test_nonfinite_predictions_are_counted_and_left_out(tmp_path):
+  def poison(pred):
+    pred[0] = np.nan                                # stage 1 diverged everywhere
+    pred[1, 0, 0, 3, 1] = np.inf                    # stage 2: one frame
+    pred[1, -1, -1] = np.nan                        # ... and a padded one
+    return pred
+  out, index, norm = _inputs(poison)
+  results = evaluate.score(out, index, norm, root_joint=0)
+  assert results["nonfinite_frames"] == {"stage_1": N * T - 1, "stage_2": 1}
+  assert "p_mpjpe_mm stage_1" in results["not_computed"]
+  assert "mpjpe_mm stage_1" in results["not_computed"]
+  assert not any("stage_2" in m for m in results["not_computed"])
+  assert results["mpjpe_mm"]["stage_1"] is None
+  assert np.isfinite(results["p_mpjpe_mm"]["stage_2"])
+  # Finite frames are off by a constant, which root alignment removes: the inf frame is
+  # left out, not averaged in.
+  assert results["framewise"]["mpjpe_mm"]["stage_2"] < 1e-6
+  evaluate.write_results(results, str(tmp_path))
+  written = json.load(open(tmp_path / "results.json"))
+  assert written["nonfinite_frames"]["stage_1"] == N * T - 1
+  assert "Non-finite predictions" in open(tmp_path / "results.md").read()
+  # A metric that could not be computed is logged, not a crash.
+  writer = metric_writers.MetricWriter(str(tmp_path / "logs"))
+  writer.write_scalars(1, {"eval/p_mpjpe_mm": results["p_mpjpe_mm"]["stage_1"]})
+  writer.close()
+
+
+def test_results_name_the_subjects_scored():
+  out, index, norm = _inputs(lambda p: p)
+  results = evaluate.score(out, index, norm, root_joint=0)
+  assert results["subjects"] == ["S9", "S11"]
+  assert results["nonfinite_frames"] == {"stage_1": 0, "stage_2": 0}
+  assert results["not_computed"] == []
+  assert "subject(s) S9, S11" in evaluate.markdown_table(results)
