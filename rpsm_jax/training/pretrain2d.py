@@ -10,6 +10,7 @@ starts from them with `--config.model.trunk_init=checkpoint:<workdir>` (optional
 `--config.model.freeze_trunk=True`, as the authors froze theirs).
 """
 
+import concurrent.futures
 import json
 import os
 from typing import Optional
@@ -31,21 +32,29 @@ from rpsm_jax.training import metric_writers
 from rpsm_jax import models
 from rpsm_jax.training import optim
 from rpsm_jax.training import progress
+from rpsm_jax.cpu import convolution
+from rpsm_jax.models.layers import Convolution
 from rpsm_jax.models.layers import output_init
 from rpsm_jax.models.trunk import Pose2DTrunk
 
 
 class HeatmapModel(nn.Module):
-  """Pose2DTrunk + 1x1 conv: (N, S, S, 3) images -> (N, S/8, S/8, num_joints) heatmaps."""
+  """Pose2DTrunk + 1x1 conv: (N, S, S, 3) images -> (N, S/8, S/8, num_joints) heatmaps.
+
+  `conv`: the trunk's convolutions (model_factory's choice for config.model; None: lax's);
+  parameters are the same whichever runs them.
+  """
   num_joints: int = 16
   width: float = 1.0
   dtype: str = "float32"
   initializer: str = "he"
+  conv: Optional[Convolution] = None
 
   @nn.compact
   def __call__(self, images):
     dtype = models.DTYPES[self.dtype]
-    x = Pose2DTrunk(self.width, dtype, self.initializer, name="trunk")(images.astype(dtype))
+    x = Pose2DTrunk(self.width, dtype, self.initializer, self.conv,
+                    name="trunk")(images.astype(dtype))
     x = nn.Conv(self.num_joints, (1, 1), dtype=dtype, kernel_init=output_init,
                 name="heatmap")(x)
     return x.astype(jnp.float32)
@@ -99,8 +108,9 @@ class HeatmapLoader:
     weight = (positions < n) | self.shuffle
     rng = np.random.default_rng([self.seed, step, 2])
     images, maps, visible, joints_2d = [], [], [], []
-    for i in ids:
-      ex = self.source[int(self.records[i])]
+    # One batched read: much faster than one random access per image.
+    examples = self.source.__getitems__([int(self.records[i]) for i in ids])
+    for ex in examples:
       scale, shift = 1.0, (0.5, 0.5)
       if self.augment is not None:
         scale = rng.uniform(self.augment.scale_min, self.augment.scale_max)
@@ -153,8 +163,10 @@ def pretrain(config, workdir: str) -> dict:
                              shuffle=False, max_examples=pc.get("eval_max_examples", 0),
                              **common)
   num_joints = builder.info.features[joints_key].shape[0]
+  conv = convolution.make_conv(config.model.get("conv_algorithm", "auto"),
+                               config.model.get("winograd_tile", 0))
   model = HeatmapModel(num_joints, config.model.width, config.model.dtype,
-                       config.model.initializer)
+                       config.model.initializer, conv)
   tx, schedule = optim.create_optimizer(pc.optimizer, pc.num_train_steps)
   size = config.model.input_size
   params = jax.jit(model.init)(jax.random.key(config.seed),
@@ -178,9 +190,15 @@ def pretrain(config, workdir: str) -> dict:
                                                  poses.model_input(image)))
   report = progress.Progress(pc.num_train_steps, start, frames_per_step=pc.batch_size)
   losses = []
+  # The next batch is assembled on a host thread while the device runs this step.
+  prefetch = concurrent.futures.ThreadPoolExecutor(1)
+  upcoming = prefetch.submit(train.batch, start)
   try:
     for step in range(start, pc.num_train_steps):
-      state, loss = step_fn(state, train.batch(step))
+      batch = upcoming.result()
+      if step + 1 < pc.num_train_steps:
+        upcoming = prefetch.submit(train.batch, step + 1)
+      state, loss = step_fn(state, batch)
       losses.append(loss)
       done = step + 1
       if done % config.log_every_steps == 0 or done == pc.num_train_steps:
@@ -193,6 +211,7 @@ def pretrain(config, workdir: str) -> dict:
         manager.save(done, state)
   finally:
     report.close()
+    prefetch.shutdown(wait=True, cancel_futures=True)
   manager.save(pc.num_train_steps, state)
   manager.close()
 
