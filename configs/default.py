@@ -21,7 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.root_joint = 0               # targets are relative to this joint (pelvis)
   config.dataset.num_workers = 2              # threads decoding/augmenting frames
   # A training record that cannot be read: stop (naming dataset, split, record and file)
-  # | skip (count it and use the next readable record of the split instead).
+  # | skip (count it; its frame is replaced by the nearest readable frame of its sequence).
   config.dataset.corrupt_records = "stop"
 
   config.clip_length = 5                      # C frames per clip (paper: 5)
@@ -112,4 +112,7 @@ def get_config() -> ml_collections.ConfigDict:
   # resume although the config changes the model, the data or the seed.
   config.allow_restart_from_scratch = False
   config.allow_config_changes = False
+  # A step whose update exceeds this x the parameters' L2 norm counts as non-finite (is not
+  # applied): Adam's steps are ~lr x sqrt(#params), far below the norm; 0 = no bound.
+  config.max_update_ratio = 0.5
   return config

@@ -48,6 +48,9 @@ MIN_REPEATS, MAX_REPEATS, TIME_BUDGET_S = 2, 5, 1.0
 # CPUs measured (AVX2 EPYC, 40x80x80x16 3x3: 774 ms vs oneDNN 295, XLA 396; 40x40x40x32:
 # 449 vs 186, 227), and compiling it took up to 30 s on a loaded 2-core machine.
 WINOGRAD_MIN_CHANNELS = 64
+# Multi-process runs do not time layers (Chooser.choose): oneDNN where it takes the layer,
+# the fastest on the larger layers of both CPUs measured.
+MULTI_PROCESS_CHOICE = "onednn"
 _ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
 
 
@@ -195,6 +198,10 @@ class Chooser:
     candidates = self.candidates(x, w, strides, padding)
     if len(candidates) == 1:
       return candidates[0]
+    if jax.process_count() > 1:
+      # Every process must compile the same program (or its collectives never meet), and
+      # timings or cache files differ between hosts: a fixed rule instead.
+      return MULTI_PROCESS_CHOICE if MULTI_PROCESS_CHOICE in candidates else "xla"
     key = layer_key(x.shape, w.shape, strides, padding, relu)
     with self._lock:
       if self._choices is None:

@@ -18,10 +18,12 @@ from typing import Optional
 
 from absl import logging
 import jax
+from jax.sharding import NamedSharding, PartitionSpec
 import numpy as np
 
 from rpsm_jax import poses
 from rpsm_jax import metrics
+from rpsm_jax import parallel
 
 METRICS = ("mpjpe_mm", "p_mpjpe_mm", "n_mpjpe_mm", "mpjve_mm")
 
@@ -29,25 +31,42 @@ METRICS = ("mpjpe_mm", "p_mpjpe_mm", "n_mpjpe_mm", "mpjve_mm")
 def predict(model, params, loader, max_clips: int = 0) -> dict:
   """Runs the model over the loader's clips (all, or the first `max_clips`).
 
+  Every process scores its rows of each batch (the loader's shard) on its devices; the
+  results are gathered, so every process returns the whole split, in batch order.
+  params: replicated global arrays (training) or host/single-device arrays.
+
   Returns numpy arrays: pred (K, N, T, P, 3) root-relative mm, gt (N, T, P, 3) mm,
   mask (N, T), record (N, T).
   """
-  @jax.jit
-  def forward(params, image):
-    return model.apply({"params": params}, poses.model_input(image))
-
+  mesh = parallel.create_mesh()
+  forward = jax.jit(
+      lambda p, image: model.apply({"params": p}, poses.model_input(image)),
+      in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
+      out_shardings=NamedSharding(mesh, PartitionSpec(None, parallel.AXIS)))
+  params = parallel.as_replicated(params, mesh)
   num_batches = loader.num_batches
   if max_clips:
     num_batches = min(num_batches, -(-max_clips // loader.batch_size))
   preds, gts, masks, records = [], [], [], []
   for batch in loader.iterate(num_steps=num_batches):
-    preds.append(forward(params, batch["image"]))
+    image = parallel.global_batch({"image": batch["image"]}, mesh)["image"]
+    preds.append(parallel.gather(forward(params, image)))
     gts.append(batch["pose_3d_mm"])
     masks.append(batch["mask"])
     records.append(batch["record"])
-  pred = loader.norm.denormalize(np.concatenate(jax.device_get(preds), axis=1))
-  return {"pred": pred, "gt": np.concatenate(gts), "mask": np.concatenate(masks),
-          "record": np.concatenate(records)}
+  pred = loader.norm.denormalize(np.concatenate(preds, axis=1))
+  gathered = parallel.gather_rows([np.stack(gts), np.stack(masks), np.stack(records)])
+  # (batches, rows, ...) -> (batches * rows, ...): whole batches in order, as one process.
+  gt, mask, record = (x.reshape((-1,) + x.shape[2:]) for x in
+                      (_batch_major(g, len(gts)) for g in gathered))
+  return {"pred": pred, "gt": gt, "mask": mask, "record": record}
+
+
+def _batch_major(rows: np.ndarray, num_batches: int) -> np.ndarray:
+  """Gathered (processes * batches, local rows, ...) -> (batches, global rows, ...)."""
+  per = rows.shape[0] // num_batches   # processes
+  rows = rows.reshape((per, num_batches) + rows.shape[1:])
+  return np.concatenate(list(rows), axis=1)
 
 
 def _mean(values: np.ndarray) -> Optional[float]:

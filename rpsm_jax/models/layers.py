@@ -80,7 +80,9 @@ class Conv2D(nn.Module):
     batch_shape = x.shape[:-3]
     x = x.reshape((-1,) + x.shape[-3:])
     strides = (self.stride, self.stride)
-    conv = self.conv or LAX
+    # Initialisation only needs shapes (the parameters do not depend on the convolution):
+    # lax's, so no CPU kernel is built or timed for the init input's shapes.
+    conv = LAX if self.is_initializing() else (self.conv or LAX)
     fused = conv.conv_bias_relu if self.relu else None
     y = fused(x, kernel, bias, strides, pad) if fused is not None else None
     if y is None:

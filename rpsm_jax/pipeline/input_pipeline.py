@@ -327,15 +327,36 @@ class ClipLoader:
     """Batches in one pass (evaluation); the last may be padded."""
     return -(-self.num_clips // self.batch_size)
 
+  def _rows(self) -> np.ndarray:
+    """This host's rows of every global batch (a contiguous share, in host order)."""
+    local = self.batch_size // self.shard_count
+    return np.arange(self.shard_index * local, (self.shard_index + 1) * local)
+
   def _clip_ids(self, step: int) -> np.ndarray:
     """Clip ids of this host's slice of global batch `step` (-1 = padding)."""
     b, n = self.batch_size, self.num_clips
-    positions = np.arange(step * b, (step + 1) * b)
-    local = b // self.shard_count
-    positions = positions[self.shard_index * local:(self.shard_index + 1) * local]
+    positions = step * b + self._rows()
     if not self.shuffle:
       return np.where(positions < n, positions, -1)
     return epoch_shuffle(self.seed, positions, n)
+
+  def _augmentations(self, step: int, t: int) -> list[Optional[tuple]]:
+    """(scale, shift) per frame of this host's clips, or None (no augmentation).
+
+    Each clip draws from its own generator seeded by (seed, step, row in the global
+    batch), so a batch is the same whatever the number of hosts and devices.
+    """
+    rows = self._rows()
+    if self.augment is None:
+      return [None] * (len(rows) * t)
+    augs = []
+    for row in rows:
+      rng = np.random.default_rng([self.seed, step, 1, int(row)])
+      scales = rng.uniform(self.augment.scale_min, self.augment.scale_max, t)
+      shifts = rng.uniform(0.0, 1.0, (t, 2))
+      on = rng.uniform() < self.augment.per_clip_probability
+      augs += [(scales[j], tuple(shifts[j])) if on else None for j in range(t)]
+    return augs
 
   def _describe(self, record: int) -> str:
     i = self.index
@@ -398,15 +419,8 @@ class ClipLoader:
     safe = np.where(valid, ids, 0)
     records = self.clips[safe]                                   # (B, T)
     mask = self.clip_mask[safe] & valid[:, None]
-    rng = np.random.default_rng([self.seed, step, 1, self.shard_index])
     b, t = records.shape
-    augs = [None] * (b * t)
-    if self.augment is not None:
-      scales = rng.uniform(self.augment.scale_min, self.augment.scale_max, (b, t))
-      shifts = rng.uniform(0.0, 1.0, (b, t, 2))
-      on = rng.uniform(size=b) < self.augment.per_clip_probability
-      augs = [(scales[i, j], tuple(shifts[i, j])) if on[i] else None
-              for i in range(b) for j in range(t)]
+    augs = self._augmentations(step, t)
     frames = list(self._pool.map(self._frame, records.reshape(-1), augs))
     p = self.index.num_joints
     image = np.stack([f[0] for f in frames]).reshape(b, t, self.input_size,
@@ -491,8 +505,8 @@ def create_pipeline(config, workdir: Optional[str] = None,
                     shard: tuple[int, int] = (0, 1)) -> Pipeline:
   """Builds the training and evaluation loaders from `config` (see configs/default.py).
 
-  `shard` = (host index, host count): each host reads its slice of every global training
-  batch. Every host reads the whole evaluation split.
+  `shard` = (host index, host count): each host reads its rows of every global batch,
+  training and evaluation alike (evaluation is scored across hosts, then gathered).
   """
   builder = datasets.prepare(config.dataset)
   policy = config.dataset.get("corrupt_records", "stop")
@@ -520,18 +534,8 @@ def create_pipeline(config, workdir: Optional[str] = None,
                      name=f"{builder.info.full_name} {config.dataset.train_split}", **common)
   evaluation = ClipLoader(builder.as_data_source(split=config.dataset.eval_split),
                           eval_index, *eval_clips, norm, batch_size=config.eval_batch_size,
-                          shuffle=False,
+                          shuffle=False, shard=shard,
                           files=record_files(builder, config.dataset.eval_split),
                           name=f"{builder.info.full_name} {config.dataset.eval_split}",
                           **common)
   return Pipeline(train, evaluation, norm, train_index, eval_index)
-
-
-def add_device_axis(batch: dict, num_devices: int) -> dict:
-  """(B, ...) -> (num_devices, B / num_devices, ...) for pmap."""
-  def split(x):
-    if x.shape[0] % num_devices:
-      raise ValueError(f"batch of {x.shape[0]} clips does not split over {num_devices} "
-                       "devices")
-    return x.reshape((num_devices, x.shape[0] // num_devices) + x.shape[1:])
-  return {k: split(v) for k, v in batch.items()}

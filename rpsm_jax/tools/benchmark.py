@@ -66,6 +66,7 @@ import numpy as np
 
 from rpsm_jax import poses
 from rpsm_jax import model_factory
+from rpsm_jax import parallel
 from rpsm_jax.cpu import convolution
 from rpsm_jax.training import optim
 from rpsm_jax.tools import summary
@@ -334,20 +335,22 @@ def jax_runner(config, params, batch: dict) -> Runner:
   """The JAX train step exactly as training compiles it, and the jitted forward pass."""
   model = model_factory.create_model(config.model)
   tx, _ = optim.create_optimizer(config.optimizer, config.num_train_steps)
-  state = train.TrainState.create(apply_fn=model.apply, params=jax.device_put(params), tx=tx)
-  device_batch = jax.device_put(batch)
+  mesh = parallel.create_mesh()
+  state = jax.device_put(train.TrainState.create(apply_fn=model.apply, params=params, tx=tx),
+                         parallel.replicated(mesh))
+  device_batch = parallel.global_batch(train.with_stop_flag(batch), mesh)
   info = {"convolutions": (f"{config.model.get('conv_algorithm', 'auto')}: "
                            f"{convolution.describe(model.conv)}")}
 
   start = time.perf_counter()
-  lowered = train.compile_train_step(config, 1).lower(state, device_batch)
+  lowered = train.compile_train_step(config, mesh).lower(state, device_batch)
   step = lowered.compile()
   info["train_compile_s"] = time.perf_counter() - start
   frames = batch["image"].shape[0] * batch["image"].shape[1]
   # Counted with lax convolutions: XLA does not count custom calls (oneDNN).
   direct = state.replace(apply_fn=model.clone(conv=None).apply)
   info["train_gflops_per_frame_xla"] = _flops(
-      train.compile_train_step(config, 1).lower(direct, device_batch)) / frames / 1e9
+      train.compile_train_step(config, mesh).lower(direct, device_batch)) / frames / 1e9
   info["train_xla_peak_mb"] = _xla_peak_mb(step)
 
   def forward(params, image):

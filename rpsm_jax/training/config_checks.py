@@ -9,6 +9,7 @@ from rpsm_jax.cpu import winograd
 from rpsm_jax.models.adaption import VARIANTS
 from rpsm_jax.models.layers import INITS
 from rpsm_jax.models.recurrent import TEMPORAL
+from rpsm_jax.parallel import PARALLELISMS
 from rpsm_jax.training.optim import OPTIMIZERS, SCHEDULES
 
 _DTYPES = ("float32", "bfloat16")
@@ -65,10 +66,16 @@ def check(config, num_devices: int = 1) -> None:
   need(config.batch_size % num_devices == 0, f"config.batch_size={config.batch_size} "
        f"does not split over {num_devices} devices")
   need(config.eval_batch_size >= 1, "config.eval_batch_size must be >= 1")
+  need(config.eval_batch_size % num_devices == 0, f"config.eval_batch_size="
+       f"{config.eval_batch_size} does not split over {num_devices} devices")
+  need(config.get("parallelism", "global") in PARALLELISMS, f"config.parallelism must be "
+       f"one of {PARALLELISMS}, got {config.get('parallelism')!r}")
   need(config.num_train_steps >= 1, "config.num_train_steps must be >= 1")
   for field in ("log_every_steps", "eval_every_steps", "checkpoint_every_steps",
                 "keep_checkpoints"):
     need(config[field] >= 1, f"config.{field} must be >= 1, got {config[field]}")
+  need(config.get("max_update_ratio", 0.0) >= 0, "config.max_update_ratio must be >= 0 "
+       f"(0: no bound), got {config.get('max_update_ratio')}")
   need(config.nonfinite_policy in _NONFINITE, f"config.nonfinite_policy must be one of "
        f"{_NONFINITE}, got {config.nonfinite_policy!r}")
   if problems:

@@ -1,53 +1,58 @@
 """Training: `train_and_evaluate(config, workdir)` and `evaluate_checkpoint`.
 
-The train step is written once, for one device (`train_step`). `compile_train_step` decides
-how it runs: `jax.jit` on a single device, `jax.pmap` over all local devices (gradients and
-metrics averaged with `lax.pmean`) when there are several. Multi-host runs start with
-`initialize_distributed()`; each host then feeds its slice of every global batch.
+The train step is written once, for one device's view of a batch (`train_step`).
+`compile_train_step` decides how it runs (config.parallelism):
+- "global" (default): `jax.jit` over a 1-D mesh of every process's devices, parameters
+  and optimiser state replicated, the batch split along the mesh; each process builds
+  only its rows of the global batch. The mean over the batch is the global mean.
+- "pmap": `jax.pmap` over the local devices with `lax.pmean` across all processes'
+  devices; its per-device copies meet the same global arrays at checkpoints and
+  evaluation (rpsm_jax.parallel).
+Multi-host runs start with rpsm_jax.distributed.initialize().
 """
 
 import functools
-import json
 import os
 import signal
 import threading
 from typing import Optional
 
 from absl import logging
-from flax import jax_utils
 from flax.training import train_state
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
-from rpsm_jax import poses
 from rpsm_jax import model_factory
+from rpsm_jax import parallel
 from rpsm_jax import poses
 from rpsm_jax import workdir as workdir_lib
+from rpsm_jax.evaluation import evaluate
+from rpsm_jax.evaluation import visualize
+from rpsm_jax.pipeline import input_pipeline
 from rpsm_jax.training import checkpoints
 from rpsm_jax.training import config_checks
-from rpsm_jax.evaluation import evaluate
-from rpsm_jax.pipeline import input_pipeline
 from rpsm_jax.training import metric_writers
 from rpsm_jax.training import optim
 from rpsm_jax.training import pretrained
 from rpsm_jax.training import progress
-from rpsm_jax.evaluation import visualize
 
-AXIS = "devices"
-_STEP_KEYS = ("image", "pose_3d", "mask")   # what the train step needs from a batch
+PMAP_AXIS = "devices"
+# What the train step needs from a batch; "stop" (one flag per device) carries a stop
+# request from any host into the step, whose max tells every host at the same step.
+_STEP_KEYS = ("image", "pose_3d", "mask")
 
 
 class TrainState(train_state.TrainState):
   pass
 
 
-def initialize_distributed() -> None:
-  """Joins a multi-host run when the environment describes one (SLURM, TPU pods, or
-  JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID set explicitly)."""
-  if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("RPSM_DISTRIBUTED") == "1":
-    jax.distributed.initialize()
+def with_stop_flag(batch: dict, requested: bool = False) -> dict:
+  """The step's part of this process's rows of a batch, with its stop flags (one per local
+  device: 1.0 when this host asked to stop)."""
+  out = {k: v for k, v in batch.items() if k in _STEP_KEYS}
+  out["stop"] = np.full((jax.local_device_count(),), float(requested), np.float32)
+  return out
 
 
 def stage_weights(config) -> jnp.ndarray:
@@ -70,12 +75,23 @@ def pose_loss(poses, targets, mask, weights):
   return jnp.sum(weights * per_stage), per_stage
 
 
-def train_step(state: TrainState, batch, *, weights, axis_name: Optional[str] = None):
-  """One optimiser step on one device's batch; returns (new_state, metrics).
+def _norm(tree) -> jnp.ndarray:
+  return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
 
-  A step whose loss or gradients are not finite leaves parameters and optimiser state
-  unchanged (only the step counter advances) and reports finite=0, so a NaN never reaches
-  a checkpoint; `config.nonfinite_policy` decides on the host whether training stops.
+
+def train_step(state: TrainState, batch, *, weights, max_update_ratio: float = 0.0,
+               axis_name: Optional[str] = None):
+  """One optimiser step; returns (new_state, metrics).
+
+  batch: image (B, T, S, S, 3) uint8, pose_3d (B, T, P, 3), mask (B, T), stop (D,) float32
+  (1 where a host asked to stop; D devices). Under jit over the mesh B is the global batch;
+  under pmap, one device's part with `axis_name` the pmapped axis.
+
+  A step whose loss or gradients are not finite, or whose parameter update is larger than
+  `max_update_ratio` x the parameters' norm (an exploded step: config.max_update_ratio, 0
+  = no bound), leaves parameters and optimiser state unchanged (only the step counter
+  advances) and reports finite=0, so neither NaN nor blown-up parameters reach a
+  checkpoint; `config.nonfinite_policy` decides on the host whether training stops.
   """
   frames = poses.model_input(batch["image"])
   mask = batch["mask"].astype(jnp.float32)
@@ -85,35 +101,57 @@ def train_step(state: TrainState, batch, *, weights, axis_name: Optional[str] = 
     return pose_loss(poses, batch["pose_3d"], mask, weights)
 
   (loss, per_stage), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  stop = jnp.max(batch["stop"])
   if axis_name is not None:
     grads, loss, per_stage = jax.lax.pmean((grads, loss, per_stage), axis_name)
-  grad_norm = jnp.sqrt(sum(jnp.sum(g ** 2) for g in jax.tree.leaves(grads)))
-  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    stop = jax.lax.pmax(stop, axis_name)
+  grad_norm = _norm(grads)
   new_state = state.apply_gradients(grads=grads)
+  update_norm = _norm(jax.tree.map(jnp.subtract, new_state.params, state.params))
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(update_norm)
+  if max_update_ratio > 0:
+    finite &= update_norm <= max_update_ratio * _norm(state.params)
   new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state,
                            state.replace(step=state.step + 1))
-  metrics = {"loss": loss, "grad_norm": grad_norm, "finite": finite.astype(jnp.float32)}
+  metrics = {"loss": loss, "grad_norm": grad_norm, "update_norm": update_norm,
+             "finite": finite.astype(jnp.float32), "stop": stop}
   metrics.update({f"loss_stage_{k + 1}": per_stage[k] for k in range(per_stage.shape[0])})
   return new_state, metrics
 
 
-def compile_train_step(config, num_devices: int):
-  """jit (one device) or pmap (several) of `train_step`; the state is donated."""
-  kwargs = dict(weights=stage_weights(config))
-  if num_devices == 1:
-    return jax.jit(functools.partial(train_step, **kwargs), donate_argnums=0)
-  return jax.pmap(functools.partial(train_step, axis_name=AXIS, **kwargs),
-                  axis_name=AXIS, donate_argnums=0)
+def compile_train_step(config, mesh):
+  """`train_step` compiled for config.parallelism; the state is donated.
+
+  "global": (replicated state, global batch split over `mesh`) -> (state, metrics), all
+  replicated. "pmap": per-local-device copies and batch parts (see module docstring).
+  """
+  kwargs = dict(weights=stage_weights(config),
+                max_update_ratio=float(config.get("max_update_ratio", 0.0)))
+  if config.parallelism == "pmap":
+    return jax.pmap(functools.partial(train_step, axis_name=PMAP_AXIS, **kwargs),
+                    axis_name=PMAP_AXIS, donate_argnums=0)
+  rep = parallel.replicated(mesh)
+  return jax.jit(functools.partial(train_step, **kwargs),
+                 in_shardings=(rep, parallel.batch_sharded(mesh)),
+                 out_shardings=(rep, rep), donate_argnums=0)
 
 
-def create_train_state(config, model, tx, rng) -> TrainState:
-  """Randomly initialised state; `config.model.freeze_trunk` gives the trunk no updates."""
-  size = config.model.input_size
-  frames = poses.dummy_frames(config.clip_length, size)
-  params = jax.jit(model.init)(rng, frames)["params"]
+def create_train_state(config, model, tx, rng, mesh=None) -> TrainState:
+  """Randomly initialised state; `config.model.freeze_trunk` gives the trunk no updates.
+
+  With `mesh`, every leaf is a global array replicated on it (the same initial values on
+  every process: they come from `rng` alone).
+  """
+  frames = poses.dummy_frames(config.clip_length, config.model.input_size)
   if config.model.freeze_trunk:
     tx = pretrained.freeze_trunk(tx)
-  return TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+
+  def init(rng):
+    params = model.init(rng, frames)["params"]
+    return TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+  if mesh is None:
+    return jax.jit(init)(rng)
+  return jax.jit(init, out_shardings=parallel.replicated(mesh))(rng)
 
 
 class NonFiniteError(FloatingPointError):
@@ -136,8 +174,9 @@ def _check_finite(history: list[dict], first_step: int, policy: str) -> int:
   bad = [first_step + i + 1 for i, f in enumerate(flags) if f < 1.0]
   if bad and policy == "stop":
     raise NonFiniteError(
-        f"non-finite loss or gradients at step {bad[0]} (of {len(bad)} in this interval); "
-        "the last checkpoint holds the last good parameters. Set "
+        f"non-finite loss or gradients, or an update above config.max_update_ratio x the "
+        f"parameters' norm, at step {bad[0]} (of {len(bad)} in this interval); the update "
+        "was not applied, and the last checkpoint holds the last good parameters. Set "
         "--config.nonfinite_policy=skip to skip such updates instead")
   return len(bad)
 
@@ -146,23 +185,31 @@ def train_and_evaluate(config, workdir: str) -> dict:
   """Trains on the train split, evaluates periodically and at the end; returns the final
   evaluation results (also written to <workdir>/eval/results.json).
 
-  SIGTERM or SIGINT (preemption, Ctrl-C) ends the current step, saves a checkpoint there
-  and returns {"preempted": True, "step": n}; the next start resumes from it.
+  SIGTERM or SIGINT (preemption, Ctrl-C) on any host ends the current step on every host,
+  saves one checkpoint there and returns {"preempted": True, "step": n}; the next start
+  resumes from it. Every process of a multi-host run calls this alike.
   """
   config_checks.check(config, jax.device_count())
-  num_devices = jax.local_device_count()
+  mesh = parallel.create_mesh()
+  pmapped = config.parallelism == "pmap"
   os.makedirs(workdir, exist_ok=True)
+  # One run per workdir (held until this returns), and no silent resume with another
+  # model, data or seed (issue 18).
+  from rpsm_jax.training import run_lock  # pylint: disable=g-import-not-at-top
+  workdir_lock = run_lock.acquire(workdir)  # pylint: disable=unused-variable
+  workdir_lib.check_resume_config(config, workdir, config.get("allow_config_changes", False))
   pipe = input_pipeline.create_pipeline(
       config, workdir, shard=(jax.process_index(), jax.process_count()))
   model = model_factory.create_model(config.model)
   tx, schedule = optim.create_optimizer(config.optimizer, config.num_train_steps)
-  state = create_train_state(config, model, tx, jax.random.key(config.seed))
+  state = create_train_state(config, model, tx, jax.random.key(config.seed), mesh)
   manager = checkpoints.Checkpoints(workdir, config.keep_checkpoints)
   state = manager.restore_latest(state)
-  start = int(state.step)
+  start = int(jax.device_get(state.step))
   if not start and config.model.trunk_init:  # a fresh run starts from pretrained layers
-    state = state.replace(params=pretrained.initialize_trunk(config.model.trunk_init,
-                                                             state.params))
+    params = pretrained.initialize_trunk(config.model.trunk_init, parallel.gather(
+        state.params))
+    state = state.replace(params=parallel.replicate(params, mesh))
   writer = metric_writers.MetricWriter(workdir, just_logging=jax.process_index() > 0)
   if start:
     logging.info("Resuming from the checkpoint at step %d", start)
@@ -171,9 +218,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
   if jax.process_index() == 0:
     workdir_lib.save_config(config, workdir)
 
-  step_fn = compile_train_step(config, num_devices)
-  if num_devices > 1:
-    state = jax_utils.replicate(state)
+  step_fn = compile_train_step(config, mesh)
+  if pmapped:
+    state = parallel.to_pmap(state)
+
+  def global_state():
+    return parallel.from_pmap(state, mesh) if pmapped else state
+
   total = config.num_train_steps
   report = progress.Progress(total, start, frames_per_step=config.batch_size
                              * config.clip_length)
@@ -193,42 +244,47 @@ def train_and_evaluate(config, workdir: str) -> dict:
   with _StopOnSignals() as stop:
     try:
       for step in range(start, total):
-        batch = next(batches)
-        batch = {k: batch[k] for k in _STEP_KEYS}
-        if num_devices > 1:
-          batch = input_pipeline.add_device_axis(batch, num_devices)
+        batch = with_stop_flag(next(batches), stop.requested)
+        if pmapped:
+          batch = parallel.split_local_devices(batch)
+        else:
+          batch = parallel.global_batch(batch, mesh)
         state, metrics = step_fn(state, batch)
-        if history:  # keep at most one step in flight: bounds queued batches and memory
-          jax.block_until_ready(history[-1])
+        # Keep one step in flight: bounds queued batches and memory, and reads the
+        # previous step's agreed stop flag (the same on every host).
+        agreed_stop = bool(history) and float(np.max(jax.device_get(history[-1]["stop"])))
         history.append(metrics)
         done = step + 1
         report.advance(done)
-        if done % config.log_every_steps == 0 or done == total or stop.requested:
+        if done % config.log_every_steps == 0 or done == total or agreed_stop:
           nonfinite += check_history()
           scalars = _mean_metrics(history)
           scalars.pop("finite")
+          scalars.pop("stop")
           scalars.update(report.rates(done), learning_rate=float(schedule(done - 1)),
                          nonfinite_steps=nonfinite)
           writer.write_scalars(done, scalars)
           report.update(done, scalars["loss"])
           history, history_start, checked = [], done, 0
-        if stop.requested:
-          nonfinite += check_history()
-          manager.save(done, _unreplicate(state, num_devices))
-          logging.warning("Received %s: saved the checkpoint at step %d; exiting. The next "
-                          "start resumes there.", stop.signal_name, done)
+        if agreed_stop:
+          manager.save(done, global_state())
+          why = (f"Received {stop.signal_name}" if stop.requested
+                 else "Another process received a stop signal")
+          logging.warning("%s: saved the checkpoint at step %d (every process stops "
+                          "there); exiting. The next start resumes there.", why, done)
           manager.close()
           writer.close()
           return {"preempted": True, "step": done}
-        if done % config.eval_every_steps == 0 and done != total:
+        if done == total:
+          break   # the final checkpoint is saved below, with its evaluation
+        if done % config.eval_every_steps == 0:
           nonfinite += check_history()
-          results = _evaluate(config, model, _unreplicate(state, num_devices), pipe,
-                              workdir, writer, done, final=False)
-          manager.save(done, _unreplicate(state, num_devices),
-                       metric=results["mpjpe_mm"][last_stage])
+          results = _evaluate(config, model, global_state(), pipe, workdir, writer, done,
+                              final=False)
+          manager.save(done, global_state(), metric=results["mpjpe_mm"][last_stage])
         elif done % config.checkpoint_every_steps == 0:
           nonfinite += check_history()
-          manager.save(done, _unreplicate(state, num_devices))
+          manager.save(done, global_state())
     except BaseException:
       # Finish writing checkpoints already started: a crash never loses the last one.
       manager.close()
@@ -237,12 +293,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
     finally:
       report.close()
       batches.close()
-  host_state = _unreplicate(state, num_devices)
-  results = _evaluate(config, model, host_state, pipe, workdir, writer, total, final=True)
+  final_state = global_state()
+  results = _evaluate(config, model, final_state, pipe, workdir, writer, total, final=True)
   if jax.process_index() == 0:
-    visualize.plot_eval_clips(model, host_state.params, pipe.eval, pipe.norm,
-                              os.path.join(workdir, workdir_lib.EVAL, "clips.png"))
-  manager.save(total, host_state, metric=results["mpjpe_mm"][last_stage])
+    visualize.plot_eval_clips(model, parallel.gather(final_state.params), pipe.eval,
+                              pipe.norm, os.path.join(workdir, workdir_lib.EVAL,
+                                                      "clips.png"))
+  manager.save(total, final_state, metric=results["mpjpe_mm"][last_stage])
   manager.close()
   writer.close()
   return results
@@ -278,10 +335,6 @@ class _StopOnSignals:
     return False
 
 
-def _unreplicate(state, num_devices):
-  return jax_utils.unreplicate(state) if num_devices > 1 else state
-
-
 def _evaluate(config, model, state, pipe, workdir, writer, step, final) -> dict:
   """Scores the eval split; the final evaluation also writes results.json and the table."""
   results = evaluate.evaluate(
@@ -302,19 +355,21 @@ def _evaluate(config, model, state, pipe, workdir, writer, step, final) -> dict:
 
 def evaluate_checkpoint(config, workdir: str, step: Optional[int] = None) -> dict:
   """`--mode=eval`: scores the latest (or the given) checkpoint of `workdir`."""
-  config_checks.check(config)
+  config_checks.check(config, jax.device_count())
   if not workdir_lib.has_normalization(workdir):
     workdir_lib.load_normalization(workdir)   # raises, naming the file
-  pipe = input_pipeline.create_pipeline(config, workdir)
+  pipe = input_pipeline.create_pipeline(
+      config, workdir, shard=(jax.process_index(), jax.process_count()))
   model = model_factory.create_model(config.model)
   tx, _ = optim.create_optimizer(config.optimizer, config.num_train_steps)
-  state = create_train_state(config, model, tx, jax.random.key(config.seed))
+  state = create_train_state(config, model, tx, jax.random.key(config.seed),
+                             parallel.create_mesh())
   manager = checkpoints.Checkpoints(workdir, config.keep_checkpoints)
   state = manager.restore(state, step)
   writer = metric_writers.MetricWriter(os.path.join(workdir, workdir_lib.EVAL),
                                        just_logging=jax.process_index() > 0)
-  results = _evaluate(config, model, state, pipe, workdir, writer, int(state.step),
-                      final=True)
+  results = _evaluate(config, model, state, pipe, workdir, writer,
+                      int(jax.device_get(state.step)), final=True)
   manager.close()
   writer.close()
   return results

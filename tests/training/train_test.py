@@ -133,27 +133,32 @@ _PMAP_SCRIPT = textwrap.dedent("""
     from rpsm_jax import model_factory
     from rpsm_jax.training import optim
     from rpsm_jax.training import train
-    from flax import jax_utils
+    from rpsm_jax import parallel
     assert jax.local_device_count() == 2, jax.devices()
     config = synthetic_tiny.get_config()
     model = model_factory.create_model(config.model)
     tx, _ = optim.create_optimizer(config.optimizer, 10)
-    state = train.create_train_state(config, model, tx, jax.random.key(0))
+    mesh = parallel.create_mesh()
+    state = train.create_train_state(config, model, tx, jax.random.key(0), mesh)
     rng = np.random.default_rng(0)
     s = config.model.input_size
-    batch = {{"image": rng.integers(0, 255, (4, 4, s, s, 3)).astype(np.uint8),
-              "pose_3d": rng.uniform(size=(4, 4, 17, 3)).astype(np.float32),
-              "mask": np.ones((4, 4), bool)}}
-    single = train.compile_train_step(config, 1)
-    multi = train.compile_train_step(config, 2)
-    s1, s2 = state, jax_utils.replicate(state)
+    batch = train.with_stop_flag({{
+        "image": rng.integers(0, 255, (4, 4, s, s, 3)).astype(np.uint8),
+        "pose_3d": rng.uniform(size=(4, 4, 17, 3)).astype(np.float32),
+        "mask": np.ones((4, 4), bool)}})
+    config.parallelism = "global"
+    single = train.compile_train_step(config, mesh)
+    config.parallelism = "pmap"
+    multi = train.compile_train_step(config, mesh)
+    s1, s2 = state, parallel.to_pmap(state)
     for _ in range(2):
-      s1, m1 = single(s1, batch)
-      s2, m2 = multi(s2, input_pipeline.add_device_axis(batch, 2))
-    s2 = jax_utils.unreplicate(s2)
+      s1, m1 = single(s1, parallel.global_batch(batch, mesh))
+      s2, m2 = multi(s2, parallel.split_local_devices(batch))
+    s2 = parallel.from_pmap(s2, mesh)
     err = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
               for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s2.params)))
     print("MAXDIFF", err, float(m1["loss"]), float(np.asarray(m2["loss"])[0]))
+    assert float(m1["stop"]) == 0.0
 """)
 
 

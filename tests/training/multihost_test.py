@@ -1,0 +1,161 @@
+"""Several processes through jax.distributed on localhost: the global-array and pmapped
+train steps, checkpoints across process counts, preemption, and evaluation.
+
+Every run trains the tiny config for 8 steps (checkpoints every 2, evaluations at 4 and 8)
+and is compared with one process on one device: parameters and Adam's moments to 1e-5, and
+the evaluation's numbers.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from rpsm_jax import workdir as workdir_lib
+from rpsm_jax.tools import launch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TIMEOUT_S = 600
+
+
+def _command(workdir, data_dir, *overrides):
+  return [sys.executable, "-m", "rpsm_jax.main", "--config=configs/synthetic_tiny.py",
+          f"--workdir={workdir}", f"--config.dataset.data_dir={data_dir}",
+          "--config.pretrain2d.enabled=False", "--config.model.conv_algorithm=direct",
+          "--config.num_train_steps=8", "--allocator=system", *overrides]
+
+
+def _start(command, num_processes, cpu_devices):
+  """The processes of one run, without waiting (env as rpsm_jax.launch sets it)."""
+  base = dict(os.environ, JAX_PLATFORMS="cpu")
+  if num_processes == 1:
+    env = dict(base, JAX_NUM_CPU_DEVICES=str(cpu_devices))
+    return [subprocess.Popen(command, cwd=ROOT, env=env)]
+  address = f"127.0.0.1:{launch.free_port()}"
+  return [subprocess.Popen(command, cwd=ROOT, env=launch.child_env(
+      i, num_processes, address, cpu_devices, base)) for i in range(num_processes)]
+
+
+def _wait(procs):
+  try:
+    return [p.wait(TIMEOUT_S) for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+
+
+def _run(command, num_processes=1, cpu_devices=1):
+  codes = _wait(_start(command, num_processes, cpu_devices))
+  assert codes == [0] * num_processes, codes
+
+
+def _saved(workdir, step):
+  """The raw saved train state at `step`: {params, opt_state, step} as numpy trees."""
+  path = os.path.join(workdir, workdir_lib.CHECKPOINTS, str(step), "default")
+  checkpointer = ocp.PyTreeCheckpointer()
+  try:
+    return checkpointer.restore(path)
+  finally:
+    checkpointer.close()
+
+
+def _assert_same_state(a, b):
+  la, lb = jax.tree_util.tree_leaves_with_path(a), jax.tree_util.tree_leaves_with_path(b)
+  assert [p for p, _ in la] == [p for p, _ in lb]
+  for (path, x), (_, y) in zip(la, lb):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-5,
+                               err_msg=jax.tree_util.keystr(path))
+
+
+def _results(workdir):
+  import json  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(workdir, workdir_lib.EVAL, "results.json")) as f:
+    return json.load(f)
+
+
+def _assert_same_results(a, b):
+  for key in ("mpjpe_mm", "p_mpjpe_mm"):
+    for stage, value in a[key].items():
+      np.testing.assert_allclose(b[key][stage], value, rtol=1e-4, err_msg=f"{key} {stage}")
+  assert a["baseline_mean_pose_mpjpe_mm"] == pytest.approx(b["baseline_mean_pose_mpjpe_mm"])
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_data_dir, tmp_path_factory):
+  """One process, one device, uninterrupted."""
+  workdir = str(tmp_path_factory.mktemp("reference"))
+  _run(_command(workdir, tiny_data_dir))
+  return workdir
+
+
+@pytest.mark.parametrize("parallelism", ["global", "pmap"])
+@pytest.mark.parametrize("cpu_devices", [1, 2])
+def test_two_processes_train_like_one(reference, tiny_data_dir, tmp_path, parallelism,
+                                      cpu_devices):
+  workdir = str(tmp_path / "run")
+  _run(_command(workdir, tiny_data_dir, f"--config.parallelism={parallelism}"),
+       num_processes=2, cpu_devices=cpu_devices)
+  for step in (2, 8):
+    _assert_same_state(_saved(reference, step), _saved(workdir, step))
+  _assert_same_results(_results(reference), _results(workdir))
+  assert os.path.exists(os.path.join(workdir, workdir_lib.EVAL, "results.md"))
+
+
+def _start_and_stop(command, num_processes, ready, stop):
+  """Starts a run and, once ready() is true, calls stop(procs); returns exit codes."""
+  procs = _start(command, num_processes, 1)
+  deadline = time.monotonic() + TIMEOUT_S
+  try:
+    while not ready() and time.monotonic() < deadline:
+      if any(p.poll() is not None for p in procs):
+        break
+      time.sleep(0.1)
+    assert ready(), "the run ended or timed out before it was to be stopped"
+    stop(procs)
+    return _wait(procs)
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+
+
+def test_killed_two_process_run_resumes_on_one_and_on_two(reference, tiny_data_dir,
+                                                          tmp_path):
+  killed = str(tmp_path / "killed")
+  codes = _start_and_stop(
+      _command(killed, tiny_data_dir), 2,
+      lambda: os.path.isdir(os.path.join(killed, workdir_lib.CHECKPOINTS, "2")),
+      lambda procs: [p.send_signal(signal.SIGKILL) for p in procs])
+  assert all(c == -signal.SIGKILL or c == 0 for c in codes), codes
+  copy = str(tmp_path / "copy")
+  shutil.copytree(killed, copy)
+  _run(_command(killed, tiny_data_dir), num_processes=1)
+  _run(_command(copy, tiny_data_dir), num_processes=2)
+  for workdir in (killed, copy):
+    _assert_same_state(_saved(reference, 8), _saved(workdir, 8))
+    _assert_same_results(_results(reference), _results(workdir))
+
+
+def test_sigterm_on_one_host_stops_both_at_one_step(reference, tiny_data_dir, tmp_path):
+  workdir = str(tmp_path / "preempted")
+  command = _command(workdir, tiny_data_dir)
+  checkpoints = os.path.join(workdir, workdir_lib.CHECKPOINTS)
+  # SIGTERM to process 1 alone as its first checkpoint (step 2) starts being written.
+  codes = _start_and_stop(command, 2, lambda: bool(os.path.isdir(checkpoints)
+                                                   and os.listdir(checkpoints)),
+                          lambda procs: procs[1].send_signal(signal.SIGTERM))
+  assert codes == [0, 0], codes
+  steps = sorted(int(s) for s in os.listdir(checkpoints) if s.isdigit())
+  assert 2 < steps[-1] < 8, steps    # both stopped early, at one step, and saved it once
+  _run(command, num_processes=2)
+  _assert_same_state(_saved(reference, 8), _saved(workdir, 8))
