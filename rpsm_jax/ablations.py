@@ -8,6 +8,7 @@ from ml_collections import config_flags
 
 import jax
 
+from rpsm_jax import distributed
 from rpsm_jax.cpu import xla_cpu
 
 FLAGS = flags.FLAGS
@@ -23,8 +24,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
   from rpsm_jax.tools import ablations  # pylint: disable=g-import-not-at-top
-  from rpsm_jax.training import train  # pylint: disable=g-import-not-at-top
-  train.initialize_distributed()
+  distributed.initialize()   # from the environment (rpsm_jax.distributed)
   out = ablations.run_ablations(FLAGS.config, FLAGS.workdir, FLAGS.variants or None)
   if out.get("preempted"):
     logging.warning("Stopped in variant %s; rerun the same command to resume.",
