@@ -318,6 +318,10 @@ class ClipLoader:
     self.augment = augment if augment is not None and augment.enabled else None
     self._pool = concurrent.futures.ThreadPoolExecutor(max(1, num_workers))
 
+  def close(self) -> None:
+    """Stops the worker threads (after the batches in flight); no batch can follow."""
+    self._pool.shutdown()
+
   @property
   def num_clips(self) -> int:
     return len(self.clips)
