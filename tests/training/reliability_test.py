@@ -66,9 +66,13 @@ def test_kill_resume_script(tiny_data_dir, tmp_path):
       [sys.executable, "-m", "rpsm_jax.tools.kill_resume", "--config=configs/synthetic_tiny.py",
        f"--workdir={tmp_path}", "--kills=1", "--seed=3", "--",
        f"--config.dataset.data_dir={tiny_data_dir}", "--config.num_train_steps=8",
-       "--config.checkpoint_every_steps=2", "--config.eval_every_steps=100"],
+       "--config.checkpoint_every_steps=2", "--config.eval_every_steps=100",
+       "--config.pretrain2d.enabled=False", "--config.model.conv_algorithm=direct"],
       cwd=ROOT, capture_output=True, text=True, timeout=1200)
   assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+  # The kill landed during training (after a checkpoint, before the last step).
+  assert "kills during training: 1 of 1" in out.stdout, out.stdout
+  assert "SIGKILL during training, after the checkpoint at step" in out.stdout
   assert "max |reference - interrupted| over parameters and optimiser state: 0.0" in out.stdout
 
 
