@@ -6,10 +6,9 @@
 H36M_CLIPS_WORKERS=<n> sets the number of worker processes.
 """
 
-try:
-  from data._builder_tools import cli
-except ImportError:  # `python -m h36m_clips` from data/.
-  from _builder_tools import cli
+# data/ is an installed package: `python -m data.<name>` finds it from the repository
+# root and from an installed distribution alike.
+from data._builder_tools import cli
 
 if __name__ == "__main__":
   cli.main(__file__, __doc__)

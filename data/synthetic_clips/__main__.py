@@ -3,10 +3,9 @@
   python -m data.synthetic_clips --config=default --data_dir=/tmp/tfds
 """
 
-try:
-  from data._builder_tools import cli
-except ImportError:  # `python -m synthetic_clips` from data/.
-  from _builder_tools import cli
+# data/ is an installed package: `python -m data.<name>` finds it from the repository
+# root and from an installed distribution alike.
+from data._builder_tools import cli
 
 if __name__ == "__main__":
   cli.main(__file__, __doc__)
