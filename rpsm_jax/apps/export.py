@@ -31,7 +31,7 @@ import numpy as np
 from rpsm_jax import poses
 from rpsm_jax import logs
 from rpsm_jax.apps import inference
-from rpsm_jax.cpu import xla_cpu
+from rpsm_jax import command_line
 
 EXPORT_FILE = "model.jax_export"
 SIDECAR_FILE = "model.json"
@@ -149,9 +149,7 @@ def main(argv):
 
 def run():
   """The command line: `python -m rpsm_jax.export`."""
-  xla_cpu.configure()   # before JAX creates its CPU client
-  define_flags()
-  app.run(main)
+  command_line.run_app(main, define_flags)
 
 
 if __name__ == "__main__":

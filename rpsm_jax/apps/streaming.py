@@ -32,8 +32,23 @@ from rpsm_jax import crops
 from rpsm_jax import poses
 from rpsm_jax import model_factory
 from rpsm_jax.apps import inference
-from rpsm_jax import models
-from rpsm_jax.cpu import xla_cpu
+from rpsm_jax import command_line
+
+
+def make_stream_step(model, norm: Optional[poses.Normalization] = None):
+  """f(params, carries, frames uint8 (B, T, S, S, 3)) -> (poses (K, B, T, P, 3), carries).
+
+  The model run on the next T frames of a stream from the per-stage LSTM `carries` the
+  previous call returned (poses.zero_carries for a new stream). Poses are root-relative
+  mm, or the model's normalised coordinates when `norm` is None.
+  """
+  def step(params, carries, frames):
+    out, carries = model.apply({"params": params}, poses.model_input(frames),
+                               carries=carries, return_carries=True)
+    if norm is not None:
+      out = poses.denormalize_root_relative(out, norm)
+    return out, carries
+  return step
 
 
 class StreamingPredictor:
@@ -51,22 +66,18 @@ class StreamingPredictor:
   def __init__(self, model, params, input_size: int,
                norm: Optional[poses.Normalization] = None):
     """Args:
-      model: an RPSM module (models.create_model).
+      model: an RPSM module (model_factory.create_model).
       params: its parameters.
       input_size: the model's input side S, pixels.
       norm: statistics to un-normalise with; outputs are then root-relative mm. None
         returns the model's normalised coordinates.
     """
     self.model, self.params, self.input_size, self.norm = model, params, input_size, norm
+    clip_step = make_stream_step(model, norm)
 
     def step(params, carries, frame):
-      poses, carries = model.apply({"params": params},
-                                   poses.model_input(frame)[None, None],
-                                   carries=carries, return_carries=True)
-      poses = poses[:, 0, 0]                              # (K, P, 3)
-      if norm is not None:
-        poses = poses.denormalize_root_relative(poses, norm)
-      return poses, carries
+      out, carries = clip_step(params, carries, frame[None, None])
+      return out[:, 0, 0], carries                        # (K, P, 3)
 
     self._step = jax.jit(step)
     self.reset()
@@ -98,9 +109,9 @@ class StreamingPredictor:
 
   def step_async(self, frame: np.ndarray, box=None) -> jax.Array:
     """Like __call__ but returns the device array without waiting for it."""
-    poses, self.carries = self._step(self.params, self.carries, self.crop(frame, box))
+    out, self.carries = self._step(self.params, self.carries, self.crop(frame, box))
     self.frames_seen += 1
-    return poses
+    return out
 
   def __call__(self, frame: np.ndarray, box=None) -> np.ndarray:
     """Processes the next frame of the stream.
@@ -123,7 +134,7 @@ def random_params(model, input_size: int, seed: int = 0):
   Enough to time or test the model, and much cheaper than `jax.jit(model.init)`, whose XLA
   compilation alone took 15-30 s on a 2-core CPU for the synthetic configs.
   """
-  frames = jax.ShapeDtypeStruct((1, 1, input_size, input_size, 3), jnp.float32)
+  frames = jax.eval_shape(lambda: poses.dummy_frames(1, input_size))
   shapes = jax.eval_shape(model.init, jax.random.key(0), frames)["params"]
   rng = np.random.default_rng(seed)
 
@@ -216,9 +227,7 @@ def main(argv):
 
 def run():
   """The command line: `python -m rpsm_jax.streaming`."""
-  xla_cpu.configure()   # before JAX creates its CPU client
-  define_flags()
-  app.run(main)
+  command_line.run_app(main, define_flags)
 
 
 if __name__ == "__main__":

@@ -4,10 +4,10 @@ import collections
 import re
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from rpsm_jax import model_factory
+from rpsm_jax import poses
 
 # Parameter-tree prefixes -> (module, stage). "shared" = used by every stage.
 _NAME = re.compile(r"stage(\d+)_(pose2d|adaption|recurrent)$")
@@ -27,9 +27,10 @@ def _module_and_stage(top: str) -> tuple[str, str]:
 
 
 def abstract_variables(model, config, batch: int = 1):
-  """Shapes of the model's variables for clips of config.clip_length frames."""
-  size = config.model.input_size
-  frames = jax.ShapeDtypeStruct((batch, config.clip_length, size, size, 3), jnp.float32)
+  """Shapes of the model's variables and of its dummy input (poses.dummy_frames):
+  (variables, frames (batch, T, S, S, 3) float32), as jax.ShapeDtypeStructs."""
+  frames = jax.eval_shape(lambda: poses.dummy_frames(config.clip_length,
+                                                     config.model.input_size, batch))
   return jax.eval_shape(model.init, jax.random.key(0), frames), frames
 
 
@@ -46,18 +47,29 @@ def count_params(params) -> dict:
           "by_stage": dict(by_stage), "by_group": dict(by_group)}
 
 
-def forward_flops_per_frame(model, config, batch: int = 1) -> float:
-  """Forward FLOPs per frame from XLA's cost analysis of the compiled forward pass.
+def xla_flops(computation) -> float:
+  """FLOPs of a jax `Lowered` (unoptimised HLO) or `Compiled` computation, from XLA's
+  cost analysis."""
+  cost = computation.cost_analysis()
+  if isinstance(cost, (list, tuple)):  # older jax returned one dict per device
+    cost = cost[0]
+  return float(cost["flops"])
+
+
+def forward_flops_per_frame(model, config, batch: int = 1, optimized: bool = True) -> float:
+  """Forward FLOPs per frame from XLA's cost analysis of the forward pass.
 
   Model FLOPs: counted with direct convolutions, whatever config.model.conv_algorithm
   runs (Winograd layers do fewer multiplications for the same result).
+
+  optimized: count the compiled HLO (what --mode=summary prints). False counts the
+  unoptimised HLO, without compiling: on CPUs within 0.01-0.03% of the compiled count,
+  and on GPUs the only one that includes convolutions, whose compiler turns them into
+  library calls it no longer counts (the benchmark's count, on any backend).
   """
   variables, frames = abstract_variables(model, config, batch)
-  compiled = jax.jit(model.clone(conv=None).apply).lower(variables, frames).compile()
-  cost = compiled.cost_analysis()
-  if isinstance(cost, (list, tuple)):  # older jax returned one dict per device
-    cost = cost[0]
-  return float(cost["flops"]) / (batch * config.clip_length)
+  lowered = jax.jit(model.clone(conv=None).apply).lower(variables, frames)
+  return xla_flops(lowered.compile() if optimized else lowered) / (batch * config.clip_length)
 
 
 def summarize(config) -> dict:

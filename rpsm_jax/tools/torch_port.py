@@ -3,7 +3,7 @@
 Written as a PyTorch user would write it (nn.Conv2d, nn.LSTM(batch_first=True),
 nn.Sequential, NCHW tensors, optionally in channels_last memory format), and built from the
 same `config.model` ConfigDict as the Flax model. `torch_to_flax` and `flax_to_torch` copy
-weights between the two, so the same weights give the same poses (tests/torch_port_test.py).
+weights between the two, so the same weights give the same poses (tests/tools/torch_port_test.py).
 
 Layout differences the converters handle:
 - Conv2d weight (O, I, kh, kw) <-> Flax kernel (kh, kw, I, O); Linear (out, in) <-> (in, out).
@@ -28,6 +28,7 @@ from torch.utils import checkpoint
 
 from rpsm_jax.models.layers import scaled
 from rpsm_jax.models.trunk import TRUNK_BLOCKS
+from rpsm_jax.poses import INPUT_OFFSET, INPUT_SCALE
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -157,8 +158,8 @@ class _Stage(nn.Module):
 class TorchRPSM(nn.Module):
   """Recurrent 3D Pose Sequence Machine in PyTorch, the twin of rpsm_jax.models.RPSM.
 
-  forward: (B, T, H, W, 3) frames (RGB in [0, 1] minus 0.5) -> (K, B, T, P, 3) float32 poses
-  of every stage, plus the per-stage LSTM states when `return_states`.
+  forward: (B, T, H, W, 3) frames (`model_input` of uint8 RGB) -> (K, B, T, P, 3) float32
+  poses of every stage, plus the per-stage LSTM states when `return_states`.
   """
 
   def __init__(self, num_stages: int = 3, num_joints: int = 17, input_size: int = 368,
@@ -266,6 +267,27 @@ class TorchRPSM(nn.Module):
         new_states.append(state)
     out = torch.stack(poses).float()
     return (out, new_states) if return_states else out
+
+
+# The train step's inputs and loss, the twins of rpsm_jax.poses.model_input and
+# rpsm_jax.training.train.pose_loss (tests/tools/torch_port_test.py checks they agree).
+
+
+def model_input(image: torch.Tensor) -> torch.Tensor:
+  """uint8 (..., H, W, 3) -> float32 model input, scaled as rpsm_jax.poses.model_input."""
+  return image.float() * INPUT_SCALE + INPUT_OFFSET
+
+
+def pose_loss(predicted: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
+              weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+  """Sum over stages k of alpha_k * sum over frames of the squared L2 pose error.
+
+  predicted (K, B, T, P, 3); targets (B, T, P, 3); mask (B, T) float; weights (K,).
+  Normalised coordinates. Returns (mean over clips of the weighted sum, per-stage (K,)).
+  """
+  sq = ((predicted - targets[None]) ** 2).sum(dim=(-2, -1)) * mask[None]   # (K, B, T)
+  per_stage = sq.sum(dim=-1).mean(dim=-1)                                  # (K,)
+  return (weights * per_stage).sum(), per_stage
 
 
 # Weight conversion between the torch modules and the Flax parameter tree.

@@ -1,4 +1,5 @@
-"""Parity of the PyTorch port with the Flax RPSM: outputs, loss, gradients, one Adam step."""
+"""Parity of the PyTorch port with the Flax RPSM: outputs, loss, gradients, one Adam step;
+the port's model input and pose loss against rpsm_jax's."""
 
 import pytest
 
@@ -13,7 +14,9 @@ import optax  # noqa: E402
 from configs import default  # noqa: E402
 from rpsm_jax import model_factory
 from rpsm_jax import models  # noqa: E402
+from rpsm_jax import poses  # noqa: E402
 from rpsm_jax.tools import torch_port  # noqa: E402
+from rpsm_jax.training import train  # noqa: E402
 
 TOL = 1e-4
 BATCH, FRAMES = 2, 3
@@ -191,3 +194,23 @@ def test_remat_and_bfloat16():
   torch.testing.assert_close(remat_grad, ref_grad, rtol=1e-5, atol=1e-7)
   assert bf16.dtype == torch.float32
   torch.testing.assert_close(bf16, ref, rtol=0, atol=0.05 * float(ref.abs().max()) + 1e-2)
+
+
+def test_model_input_matches_poses():
+  image = np.random.default_rng(0).integers(0, 256, (2, 3, 4, 4, 3), dtype=np.uint8)
+  np.testing.assert_allclose(torch_port.model_input(torch.from_numpy(image)).numpy(),
+                             poses.model_input(image), rtol=0, atol=1e-7)
+
+
+def test_pose_loss_matches_train_pose_loss():
+  rng = np.random.default_rng(2)
+  k, b, t, p = 3, 2, 4, 17
+  predicted = rng.normal(size=(k, b, t, p, 3)).astype(np.float32)
+  targets = rng.normal(size=(b, t, p, 3)).astype(np.float32)
+  mask = (rng.uniform(size=(b, t)) > 0.3).astype(np.float32)   # padded frames count 0
+  weights = np.array([0.5, 1.0, 2.0], np.float32)
+  loss, per_stage = train.pose_loss(predicted, targets, mask, weights)
+  torch_loss, torch_per_stage = torch_port.pose_loss(
+      *(torch.from_numpy(a) for a in (predicted, targets, mask, weights)))
+  np.testing.assert_allclose(torch_per_stage.numpy(), per_stage, rtol=1e-6)
+  np.testing.assert_allclose(float(torch_loss), float(loss), rtol=1e-6)

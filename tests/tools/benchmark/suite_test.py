@@ -1,4 +1,4 @@
-"""The JAX vs Torch benchmark, run in-process on the tiny config."""
+"""The JAX vs Torch benchmark (run_benchmark, the table), run in-process on the tiny config."""
 
 import json
 
@@ -6,6 +6,7 @@ import json
 import pytest
 
 from rpsm_jax.tools import benchmark
+from rpsm_jax.tools.benchmark import runners
 from rpsm_jax.cpu import xla_cpu
 
 pytest.importorskip("torch")
@@ -61,8 +62,7 @@ def test_json_has_the_promised_numbers(results, tiny_data_dir):
 def test_worker_failure_is_reported():
   # The worker's traceback reaches the parent as an error (here: no config to build from).
   with pytest.raises(RuntimeError, match="torch worker process failed"):
-    benchmark.ProcessRunner("torch", benchmark._torch_worker,  # pylint: disable=protected-access
-                            (None, {}, {}, {}))
+    runners.ProcessRunner("torch", runners.torch_worker, (None, {}, {}, {}))
 
 
 def test_pipeline_throughput(results):
