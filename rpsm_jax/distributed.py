@@ -11,6 +11,8 @@ coordinator that does not answer within `timeout_s` ends start-up with an error 
 """
 
 import os
+import socket
+import time
 from typing import Optional
 
 from absl import logging
@@ -83,6 +85,12 @@ def initialize(coordinator_address: Optional[str] = None,
   # Cross-process collectives on the CPU backend need gloo (the default has none).
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   where = kwargs.get("coordinator_address", "the cluster's coordinator")
+  if kwargs.get("process_id", 0) != 0 and "coordinator_address" in kwargs:
+    # jax's client aborts the whole process (no Python exception) when the coordinator
+    # never answers; a plain TCP check first turns that into an error naming it.
+    _wait_for_coordinator(kwargs["coordinator_address"], timeout_s, kwargs)
+  logging.info("Joining the multi-process run at %s (waiting up to %d s for every "
+               "process)", where, timeout_s)
   try:
     jax.distributed.initialize(initialization_timeout=timeout_s, **kwargs)
   except Exception as e:  # jax raises several types; say which coordinator failed
@@ -93,3 +101,20 @@ def initialize(coordinator_address: Optional[str] = None,
   logging.info("Joined a %d-process run at %s as process %d", jax.process_count(), where,
                jax.process_index())
   return True
+
+
+def _wait_for_coordinator(address: str, timeout_s: float, kwargs: dict) -> None:
+  host, _, port = address.rpartition(":")
+  deadline = time.monotonic() + timeout_s
+  while True:
+    try:
+      with socket.create_connection((host.strip("[]"), int(port)), timeout=2):
+        return
+    except OSError as e:
+      if time.monotonic() > deadline:
+        raise DistributedError(
+            f"could not join the multi-process run at {address} within {timeout_s} s "
+            f"(process {kwargs['process_id']} of {kwargs['num_processes']}): nothing "
+            f"accepts connections there ({e}). Is process 0 running, and is the address "
+            "right?") from None
+      time.sleep(0.5)

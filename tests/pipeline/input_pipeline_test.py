@@ -157,7 +157,12 @@ def test_unknown_dataset_lists_known_ones(tiny_config):
 
 
 def test_host_shards_partition_the_global_batch(pipeline, tiny_config, tmp_path):
-  whole = pipeline.train._clip_ids(5)
-  parts = [ip.create_pipeline(tiny_config, str(tmp_path), shard=(i, 2)).train._clip_ids(5)
-           for i in range(2)]
-  np.testing.assert_array_equal(np.concatenate(parts), whole)
+  """Batches are a function of (seed, step) alone: the hosts' rows, augmentation included,
+  put together are the one-host batch, for training and evaluation."""
+  shards = [ip.create_pipeline(tiny_config, str(tmp_path), shard=(i, 2)) for i in range(2)]
+  for name in ("train", "eval"):
+    whole = getattr(pipeline, name).batch(1)
+    parts = [getattr(p, name).batch(1) for p in shards]
+    for key, value in whole.items():
+      np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), value,
+                                    err_msg=f"{name} {key}")
