@@ -83,3 +83,24 @@ def _convolutions_lax_keeps(conv):
 @pytest.fixture
 def convolutions_lax_keeps():
   return _convolutions_lax_keeps
+
+
+@pytest.fixture(scope="session")
+def trained_workdir(tiny_data_dir, tmp_path_factory):
+  """A run of synthetic_tiny trained for 2 steps (one checkpoint), once per session."""
+  from rpsm_jax.training import train  # pylint: disable=g-import-not-at-top
+  config = synthetic_tiny.get_config()
+  config.dataset.data_dir = tiny_data_dir
+  config.num_train_steps = 2
+  config.log_every_steps = config.checkpoint_every_steps = 2
+  config.eval_every_steps = 100
+  workdir = str(tmp_path_factory.mktemp("run"))
+  train.train_and_evaluate(config, workdir)
+  return workdir
+
+
+@pytest.fixture(scope="session")
+def run(trained_workdir):
+  """trained_workdir restored for inference (rpsm_jax.apps.inference.Run)."""
+  from rpsm_jax.apps import inference  # pylint: disable=g-import-not-at-top
+  return inference.load_run(trained_workdir)

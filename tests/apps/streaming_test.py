@@ -56,16 +56,16 @@ def test_streaming_outputs_mm_and_crops_like_predict(tiny_model):
   predictor = streaming.StreamingPredictor(model, params, s, norm=norm)
   big = np.random.default_rng(3).integers(0, 256, (90, 120, 3), dtype=np.uint8)
   box = [30.0, 10.0, 70.0, 85.0]
-  poses = predictor(big, box)
-  assert poses.shape == (config.model.num_stages, 17, 3)
-  np.testing.assert_array_equal(poses[:, 0], 0.0)     # root-relative
-  assert np.abs(poses).max() > 1.0                     # mm, not normalised units
+  out = predictor(big, box)
+  assert out.shape == (config.model.num_stages, 17, 3)
+  np.testing.assert_array_equal(out[:, 0], 0.0)       # root-relative
+  assert np.abs(out).max() > 1.0                       # mm, not normalised units
   cut = crops.square_crop_box(box)
   # Short side grown about the centre, corners widened to whole pixels (as in training).
   np.testing.assert_array_equal(cut, [12, 10, 88, 86])
   crop = crops.crop_and_resize(big, cut, s)
   reference = streaming.StreamingPredictor(model, params, s, norm=norm)
-  np.testing.assert_allclose(reference(crop), poses, atol=1e-4)
+  np.testing.assert_allclose(reference(crop), out, atol=1e-4)
 
 
 def test_streaming_benchmark_reports_rates(tiny_model):

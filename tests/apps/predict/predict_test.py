@@ -1,74 +1,27 @@
-"""Inference on videos and frame folders, export, and the evaluation figure.
+"""predict on videos and frame folders: outputs, crops, streaming, named input errors.
 
-One tiny run is trained per session and shared; the input video is rendered by the
-synthetic dataset's renderer: a walker pasted into a wider frame, with its true person box.
+The run (tests/conftest.py) is trained once per session; the video comes from
+tests/apps/predict/conftest.py.
 """
 
 import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import cv2
 import jax
 import numpy as np
 import pytest
 
-from configs import synthetic_tiny
-from data.synthetic_clips import sequences
 from rpsm_jax import crops
-from rpsm_jax import poses
-from rpsm_jax.apps import export
-from rpsm_jax.apps import inference
-from rpsm_jax.pipeline import input_pipeline
 from rpsm_jax import joints
+from rpsm_jax import poses
 from rpsm_jax.apps import predict
-from rpsm_jax.training import train
-from rpsm_jax.evaluation import visualize
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NUM_FRAMES = 10          # 2 full clips of 4 frames and a padded one
-FRAME_WH = (96, 72)      # non-square: the centre crop and the box crop differ
-
-
-@pytest.fixture(scope="session")
-def trained_workdir(tiny_data_dir, tmp_path_factory):
-  config = synthetic_tiny.get_config()
-  config.dataset.data_dir = tiny_data_dir
-  config.num_train_steps = 2
-  config.log_every_steps = config.checkpoint_every_steps = 2
-  config.eval_every_steps = 100
-  workdir = str(tmp_path_factory.mktemp("run"))
-  train.train_and_evaluate(config, workdir)
-  return workdir
-
-
-@pytest.fixture(scope="session")
-def run(trained_workdir):
-  return inference.load_run(trained_workdir)
-
-
-@pytest.fixture(scope="session")
-def video(tmp_path_factory):
-  """(path of an mp4, (N, 4) true person boxes in its pixels)."""
-  path = str(tmp_path_factory.mktemp("video") / "walk.mp4")
-  size, (w, h), (ox, oy) = 64, FRAME_WH, (16, 4)
-  spec = sequences.SequenceSpec(seed=3, subject="S9", action="Walking", take=1,
-                                num_frames=NUM_FRAMES, fps=10.0, image_size=size,
-                                num_cameras=1)
-  writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (w, h))
-  boxes = []
-  for _, ex in sequences.film(spec):
-    frame = np.zeros((h, w, 3), np.uint8)
-    frame[oy:oy + size, ox:ox + size] = cv2.imdecode(np.frombuffer(ex["image"], np.uint8),
-                                                     cv2.IMREAD_COLOR)
-    writer.write(frame)
-    crop = ex["crop_box"]
-    boxes.append((ex["box"] - np.tile(crop[:2], 2)) * size / (crop[2] - crop[0])
-                 + np.array([ox, oy, ox, oy]))
-  writer.release()
-  return path, np.asarray(boxes)
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))))
+NUM_FRAMES = 10          # the video's frames (conftest.py)
 
 
 def _read_video(path):
@@ -241,100 +194,3 @@ def test_cli_reports_a_corrupt_video_by_name(trained_workdir, tmp_path):
   assert result.returncode != 0
   assert f"cannot open video {bad}" in result.stderr
   assert "Traceback" not in result.stderr
-
-
-@pytest.mark.parametrize("name,content,message", [
-    ("b.json", "[[0, 0, 10, 10], [0, 0, 10]]", "cannot parse|shape"),
-    ("b.json", '{"box": []}', "needs a 'boxes' list"),
-    ("b.json", "[[0, 0, 10, 10], [0, 0, null, 10]]", r"non-finite values in rows \[1\]"),
-    ("b.json", "[[0, 0, 10, 10], [5, 0, 5, 10]]", r"rows \[1\] have x1 <= x0"),
-    ("b.json", "[]", "shape|no box"),
-    ("b.csv", "0,0,10,10\n1,2,3\n", "line 2: expected 4 values"),
-    ("b.csv", "0,0,10,10\nx,y,z,w\n", "line 2: not numbers"),
-    ("b.csv", "0,0,10,10\n0,0,inf,10\n", "non-finite"),
-    ("b.xml", "<boxes/>", "unknown format"),
-])
-def test_bad_boxes_files_are_refused(tmp_path, name, content, message):
-  path = tmp_path / name
-  path.write_text(content)
-  with pytest.raises(predict.InputError, match=message) as e:
-    predict.load_boxes(str(path))
-  assert str(path) in str(e.value)
-
-
-def test_boxes_npy_and_count_checks(run, video, tmp_path):
-  path, boxes = video
-  npy = tmp_path / "boxes.npy"
-  np.save(npy, boxes.astype(np.float32))
-  np.testing.assert_allclose(predict.load_boxes(str(npy)), boxes, rtol=1e-6)
-  np.save(npy, boxes[:, :3])
-  with pytest.raises(predict.InputError, match=r"shape \(N, 4\)"):
-    predict.load_boxes(str(npy))
-  for count, message in ((NUM_FRAMES - 1, "has more frames"),
-                         (NUM_FRAMES + 1, f"has {NUM_FRAMES} frames")):
-    np.save(npy, boxes[np.arange(count) % NUM_FRAMES])
-    with pytest.raises(predict.InputError, match=message) as e:
-      predict.predict(run, path, str(tmp_path / "out"), boxes_path=str(npy),
-                      animation="none")
-    assert str(npy) in str(e.value) and f"has {count} boxes" in str(e.value)
-  # With --max_frames only the processed frames need boxes.
-  np.save(npy, boxes[:5])
-  meta = predict.predict(run, path, str(tmp_path / "out"), boxes_path=str(npy),
-                         max_frames=5, animation="none")
-  assert meta["num_frames"] == 5
-
-
-_LOAD_EXPORTED = textwrap.dedent("""
-    import sys
-
-    class _Refuse:  # the exported model must run without the project's code or Flax
-      def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("rpsm_jax", "flax", "configs"):
-          raise ImportError("refused: " + name)
-
-    sys.meta_path.insert(0, _Refuse())
-    import jax
-    import numpy as np
-    with open(sys.argv[1], "rb") as f:
-      exported = jax.export.deserialize(f.read())
-    np.save(sys.argv[3], np.asarray(exported.call(np.load(sys.argv[2]))))
-""")
-
-
-def test_export_runs_without_the_model_code(trained_workdir, run, tmp_path):
-  out = tmp_path / "export"
-  result = subprocess.run(
-      [sys.executable, "-m", "rpsm_jax.apps.export", f"--workdir={trained_workdir}",
-       f"--output={out}"], capture_output=True, text=True, timeout=300, cwd=ROOT)
-  assert result.returncode == 0, result.stderr[-3000:]
-  meta = json.loads((out / export.SIDECAR_FILE).read_text())
-  s, c = run.config.model.input_size, run.config.clip_length
-  assert meta["joint_names"] == list(joints.H36M_JOINTS)
-  assert meta["output"]["units"] == "mm"
-  assert meta["input_size"] == s and meta["clip_length"] == c
-  assert meta["input"]["batch"] == "symbolic" and meta["checkpoint_step"] == run.step
-  frames = np.random.default_rng(0).integers(0, 256, (3, c, s, s, 3), dtype=np.uint8)
-  np.save(tmp_path / "frames.npy", frames)
-  result = subprocess.run(
-      [sys.executable, "-c", _LOAD_EXPORTED, str(out / export.EXPORT_FILE),
-       str(tmp_path / "frames.npy"), str(tmp_path / "poses.npy")],
-      capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
-  assert result.returncode == 0, result.stderr[-3000:]
-  exported = np.load(tmp_path / "poses.npy")
-  expected = jax.jit(poses.make_forward_mm(run.model, run.norm))(run.params, frames)
-  assert exported.shape == (run.config.model.num_stages, 3, c, 17, 3)
-  np.testing.assert_allclose(exported, np.asarray(expected), atol=1e-3)
-  np.testing.assert_array_equal(exported[..., 0, :], 0.0)
-
-
-def test_plot_eval_clips_writes_a_figure(trained_workdir, run, tiny_data_dir, tmp_path):
-  config = synthetic_tiny.get_config()
-  config.dataset.data_dir = tiny_data_dir
-  pipe = input_pipeline.create_pipeline(config, trained_workdir)
-  out = str(tmp_path / "eval" / "clips.png")
-  assert visualize.plot_eval_clips(run.model, run.params, pipe.eval, pipe.norm, out,
-                                   num_clips=2, panel_size=64) == out
-  figure = cv2.imread(out)
-  k, t = config.model.num_stages, config.clip_length
-  assert figure.shape[0] == 64 // 4 + 2 * (1 + k) * 64
-  assert figure.shape[1] == 64 // 2 + t * 64
