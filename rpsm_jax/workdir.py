@@ -19,7 +19,9 @@ import os
 from typing import Any, Optional
 
 from absl import logging
+import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 
 from rpsm_jax import poses
@@ -91,21 +93,41 @@ def load_normalization(workdir: str) -> poses.Normalization:
                        ) from e
 
 
+def restore_numpy(checkpoint_dir: str) -> Any:
+  """One saved train state (<run>/checkpoints/<step>) as it was saved, numpy leaves in
+  nested dicts, whatever the number of processes that wrote it (its saved shardings name
+  their devices, so a plain restore fails elsewhere)."""
+  item = os.path.join(os.path.abspath(checkpoint_dir), "default")
+  checkpointer = ocp.PyTreeCheckpointer()
+  try:
+    tree = checkpointer.metadata(item).item_metadata.tree
+    args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+    return checkpointer.restore(item, args=ocp.args.PyTreeRestore(restore_args=args))
+  finally:
+    checkpointer.close()
+
+
 def restore_params(checkpoint_dir: str, abstract_params: Optional[Any] = None) -> Any:
   """The parameters of one saved train state (<run>/checkpoints/<step>), without its
   optimiser state.
 
   abstract_params: the expected tree (arrays or jax.ShapeDtypeStruct) to restore into;
-  None restores the saved tree as it is (nested dicts of arrays).
+  None restores the saved tree as it is (nested dicts of numpy arrays).
   """
+  if abstract_params is None:
+    state = restore_numpy(checkpoint_dir)
+    if not isinstance(state, dict) or "params" not in state:
+      raise RunFileError(f"{checkpoint_dir}: the saved state has no 'params'")
+    return state["params"]
   item = os.path.join(os.path.abspath(checkpoint_dir), "default")
   checkpointer = ocp.PyTreeCheckpointer()
+  # Onto this process's first device unless told otherwise: the saved shardings may name
+  # devices of processes that no longer exist (a multi-host run restored for inference).
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  abstract_params = jax.tree.map(
+      lambda x: x if getattr(x, "sharding", None) is not None else
+      jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract_params)
   try:
-    if abstract_params is None:
-      state = checkpointer.restore(item)
-      if not isinstance(state, dict) or "params" not in state:
-        raise RunFileError(f"{checkpoint_dir}: the saved state has no 'params'")
-      return state["params"]
     restore_args = ocp.checkpoint_utils.construct_restore_args(abstract_params)
     return checkpointer.restore(item, args=ocp.args.PyTreeRestore(
         item={"params": abstract_params}, restore_args={"params": restore_args},

@@ -15,7 +15,6 @@ import time
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from rpsm_jax import workdir as workdir_lib
@@ -70,12 +69,7 @@ def _run(command, num_processes=1, cpu_devices=1):
 
 def _saved(workdir, step):
   """The raw saved train state at `step`: {params, opt_state, step} as numpy trees."""
-  path = os.path.join(workdir, workdir_lib.CHECKPOINTS, str(step), "default")
-  checkpointer = ocp.PyTreeCheckpointer()
-  try:
-    return checkpointer.restore(path)
-  finally:
-    checkpointer.close()
+  return workdir_lib.restore_numpy(os.path.join(workdir, workdir_lib.CHECKPOINTS, str(step)))
 
 
 def _assert_same_state(a, b):
