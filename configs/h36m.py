@@ -5,8 +5,8 @@ MPII (data/mpii_2d, 368 px crops; the user's MPII release in
 config.pretrain2d.dataset.manual_dir) into <workdir>/pretrain2d, phase 2 trains the 3D
 model from that trunk, frozen as in the authors' released recipe. To pretrain on the
 Human3.6M frames' own 2D joints instead (no MPII download):
-`--config.pretrain2d.dataset.name=h36m_clips --config.pretrain2d.dataset.eval_split=test`
-(and the same data_dir / builder_config as config.dataset). `--config.pretrain2d.enabled=False`
+`--config.pretrain2d.dataset.name=` (an empty name: config.dataset itself, its splits
+too). `--config.pretrain2d.enabled=False`
 trains from a random trunk (the paper's "no MPII pretraining" row).
 """
 
@@ -21,6 +21,4 @@ def get_config():
   p.dataset.builder_config = "crop368"
   # Like the 3D data, MPII is built from the user's release on first use.
   p.dataset.build_if_missing = True
-  # Human3.6M's data_dir serves MPII too unless set apart.
-  p.dataset.data_dir = config.dataset.get_ref("data_dir")
   return config

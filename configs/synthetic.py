@@ -39,10 +39,9 @@ def get_config():
   # (standing in for the authors' MPII pretraining), then 3D from that trunk.
   config.pretrain2d.enabled = True
   p = config.pretrain2d
-  # References: --config.dataset.* overrides (data_dir, ...) reach phase 1 too.
-  for key in ("name", "builder_config", "data_dir", "manual_dir", "build_if_missing",
-              "train_split", "eval_split"):   # eval: a 2D peak error, reported only
-    p.dataset[key] = config.dataset.get_ref(key)
+  # "": config.dataset's own frames and pose_2d, its splits too (the 2D peak error on the
+  # eval split is reported only; it selects nothing).
+  p.dataset.name = ""
   p.eval_max_examples = 512
   p.batch_size = 32
   p.num_train_steps = 800

@@ -5,7 +5,8 @@ heatmaps (the CPM recipe). Here: Pose2DTrunk + a 1x1 convolution to P heatmaps a
 trunk's resolution (S/8), Gaussian targets (rpsm_jax.training.heatmaps), squared error over the
 annotated joints. The 2D dataset is either a 2D one (data/mpii_2d: `joints_2d`, `visible`)
 or the frames of a 3D clip dataset (synthetic_clips, h36m_clips: `pose_2d`, every joint
-labelled), each frame one training image. Checkpoints go to <workdir>/checkpoints like a 3D run's, so a 3D config
+labelled), each frame one training image: `config.pretrain2d.dataset.name=""` takes
+config.dataset as it is (name, builder config, data_dir, splits). Checkpoints go to <workdir>/checkpoints like a 3D run's, so a 3D config
 starts from them with `--config.model.trunk_init=checkpoint:<workdir>` (optionally
 `--config.model.freeze_trunk=True`, as the authors froze theirs).
 """
@@ -149,17 +150,23 @@ def peak_error_px(pred, joints_target, visible, stride: int = heatmaps.STRIDE):
   return float(err[visible].mean()) if visible.any() else float("nan")
 
 
+def dataset_config(config):
+  """config.pretrain2d.dataset, or config.dataset itself when that name is ""."""
+  return config.pretrain2d.dataset if config.pretrain2d.dataset.name else config.dataset
+
+
 def pretrain(config, workdir: str) -> dict:
   """Trains HeatmapModel on config.pretrain2d's dataset; returns validation metrics."""
   pc = config.pretrain2d
-  builder = datasets.prepare(pc.dataset)
+  data = dataset_config(config)
+  builder = datasets.prepare(data)
   joints_key, visible_key = joint_keys(builder.info.features)
   common = dict(input_size=config.model.input_size, batch_size=pc.batch_size,
                 seed=config.seed, sigma=pc.sigma, joints_key=joints_key,
                 visible_key=visible_key)
-  train = HeatmapLoader(builder.as_data_source(split=pc.dataset.train_split),
+  train = HeatmapLoader(builder.as_data_source(split=data.train_split),
                         shuffle=True, augment=config.augment, **common)
-  evaluation = HeatmapLoader(builder.as_data_source(split=pc.dataset.eval_split),
+  evaluation = HeatmapLoader(builder.as_data_source(split=data.eval_split),
                              shuffle=False, max_examples=pc.get("eval_max_examples", 0),
                              **common)
   num_joints = builder.info.features[joints_key].shape[0]

@@ -37,7 +37,7 @@ def mpii_config(tmp_path_factory):
   os.environ["MPII_2D_WORKERS"] = "0"
   config = synthetic_tiny.get_config()
   d = config.pretrain2d.dataset
-  d.builder_config, d.build_if_missing = "crop128", True
+  d.name, d.builder_config, d.build_if_missing = "mpii_2d", "crop128", True
   d.data_dir, d.manual_dir = str(tmp_path_factory.mktemp("tfds_mpii")), str(root)
   config.pretrain2d.batch_size = 2
   config.pretrain2d.num_train_steps = 4
