@@ -167,27 +167,25 @@ def plot_eval_clips(model, params, loader, norm: poses.Normalization, outpath: s
   names, parents = joints.names(p), joints.parents(p)
   label_w = panel_size // 2
   blank = np.full((panel_size, panel_size, 3), BACKGROUND, np.uint8)
+  def frame_panel(i, j):
+    frame = cv2.resize(cv2.cvtColor(image[i, j], cv2.COLOR_RGB2BGR),
+                       (panel_size, panel_size), interpolation=cv2.INTER_AREA)
+    put_text(frame, f"clip {i} t={j}", (3, 3), colour=(255, 255, 255))
+    return frame
+
+  def stage_panel(s, i, j):
+    err = float(np.linalg.norm(pred[s, i, j] - truth[i, j], axis=-1).mean())
+    return pose_panel(pred[s, i, j], parents, names, panel_size, title=f"{err:.0f} mm",
+                      truth_mm=truth[i, j], view=view)
+
+  def row(i, make):  # one panel per frame, blank for padding
+    return [make(j) if mask[i, j] else blank for j in range(t)]
+
   rows = []
   for i in range(n):
-    frames = []
-    for j in range(t):
-      if not mask[i, j]:
-        frames.append(blank)
-        continue
-      frame = cv2.resize(cv2.cvtColor(image[i, j], cv2.COLOR_RGB2BGR),
-                         (panel_size, panel_size), interpolation=cv2.INTER_AREA)
-      put_text(frame, f"clip {i} t={j}", (3, 3), colour=(255, 255, 255))
-      frames.append(frame)
-    rows.append(_labelled_row(frames, "input", label_w))
+    rows.append(_labelled_row(row(i, lambda j: frame_panel(i, j)), "input", label_w))
     for s in range(k):
-      panels = []
-      for j in range(t):
-        if not mask[i, j]:
-          panels.append(blank)
-          continue
-        err = float(np.linalg.norm(pred[s, i, j] - truth[i, j], axis=-1).mean())
-        panels.append(pose_panel(pred[s, i, j], parents, names, panel_size,
-                                 title=f"{err:.0f} mm", truth_mm=truth[i, j], view=view))
+      panels = row(i, lambda j: stage_panel(s, i, j))
       rows.append(_labelled_row(panels, f"stage {s + 1}", label_w))
   legend = np.full((panel_size // 4, rows[0].shape[1], 3), BACKGROUND, np.uint8)
   put_text(legend, "grey: ground truth; blue: left, red: right (prediction); "

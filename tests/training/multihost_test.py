@@ -101,8 +101,11 @@ def reference(tiny_data_dir, tmp_path_factory):
   return workdir
 
 
-@pytest.mark.parametrize("parallelism", ["global", "pmap"])
-@pytest.mark.parametrize("cpu_devices", [1, 2])
+@pytest.mark.parametrize("parallelism,cpu_devices", [
+    pytest.param("global", 1, marks=pytest.mark.slow),
+    pytest.param("pmap", 1, marks=pytest.mark.slow),
+    ("global", 2),
+    pytest.param("pmap", 2, marks=pytest.mark.slow)])
 def test_two_processes_train_like_one(reference, tiny_data_dir, tmp_path, parallelism,
                                       cpu_devices):
   workdir = str(tmp_path / "run")
@@ -133,6 +136,7 @@ def _start_and_stop(command, num_processes, ready, stop):
         p.wait()
 
 
+@pytest.mark.slow
 def test_killed_two_process_run_resumes_on_one_and_on_two(reference, tiny_data_dir,
                                                           tmp_path):
   killed = str(tmp_path / "killed")
@@ -150,6 +154,7 @@ def test_killed_two_process_run_resumes_on_one_and_on_two(reference, tiny_data_d
     _assert_same_results(_results(reference), _results(workdir))
 
 
+@pytest.mark.slow
 def test_sigterm_on_one_host_stops_both_at_one_step(reference, tiny_data_dir, tmp_path):
   workdir = str(tmp_path / "preempted")
   command = _command(workdir, tiny_data_dir)

@@ -124,32 +124,29 @@ dnnl::convolution_forward::primitive_desc ForwardBiasReluDesc(const Descs& d, in
 #endif
 }
 
-dnnl::convolution_backward_data::primitive_desc BackwardDataDesc(const Descs& d) {
+// Both backward passes take the same arguments (Primitive: convolution_backward_data or
+// convolution_backward_weights); the forward descriptor is their hint.
+template <class Primitive>
+typename Primitive::primitive_desc BackwardDesc(const Descs& d) {
   const auto alg = dnnl::algorithm::convolution_direct;
 #if DNNL_VERSION_MAJOR >= 3
-  return dnnl::convolution_backward_data::primitive_desc(
-      Engine(), alg, d.src, d.weights_any, d.dst, d.strides, d.pad_l, d.pad_r,
-      ForwardDesc(d), UserScratchpad());
+  return typename Primitive::primitive_desc(Engine(), alg, d.src, d.weights_any, d.dst,
+                                            d.strides, d.pad_l, d.pad_r, ForwardDesc(d),
+                                            UserScratchpad());
 #else
-  dnnl::convolution_backward_data::desc desc(alg, d.src, d.weights_any, d.dst, d.strides,
-                                             d.pad_l, d.pad_r);
-  return dnnl::convolution_backward_data::primitive_desc(desc, UserScratchpad(), Engine(),
-                                                         ForwardDesc(d));
+  typename Primitive::desc desc(alg, d.src, d.weights_any, d.dst, d.strides, d.pad_l,
+                                d.pad_r);
+  return typename Primitive::primitive_desc(desc, UserScratchpad(), Engine(),
+                                            ForwardDesc(d));
 #endif
 }
 
+dnnl::convolution_backward_data::primitive_desc BackwardDataDesc(const Descs& d) {
+  return BackwardDesc<dnnl::convolution_backward_data>(d);
+}
+
 dnnl::convolution_backward_weights::primitive_desc BackwardWeightsDesc(const Descs& d) {
-  const auto alg = dnnl::algorithm::convolution_direct;
-#if DNNL_VERSION_MAJOR >= 3
-  return dnnl::convolution_backward_weights::primitive_desc(
-      Engine(), alg, d.src, d.weights_any, d.dst, d.strides, d.pad_l, d.pad_r,
-      ForwardDesc(d), UserScratchpad());
-#else
-  dnnl::convolution_backward_weights::desc desc(alg, d.src, d.weights_any, d.dst, d.strides,
-                                                d.pad_l, d.pad_r);
-  return dnnl::convolution_backward_weights::primitive_desc(desc, UserScratchpad(), Engine(),
-                                                            ForwardDesc(d));
-#endif
+  return BackwardDesc<dnnl::convolution_backward_weights>(d);
 }
 
 // One cached convolution: the primitive, its kernel format, and the kernel reorder.
@@ -389,11 +386,14 @@ ffi::Error BackwardWeights(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
   .Attr<int64_t>("stride_h").Attr<int64_t>("stride_w").Attr<int64_t>("pad_top") \
       .Attr<int64_t>("pad_left")
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(RpsmOnednnConvForward, Forward,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>() RPSM_CONV_ATTRS);
+// Forward and both gradients: two float32 operands, one result, the geometry attributes.
+#define RPSM_TWO_OPERANDS                                                       \
+  ffi::Ffi::Bind()                                                              \
+      .Arg<ffi::Buffer<ffi::F32>>()                                             \
+      .Arg<ffi::Buffer<ffi::F32>>()                                             \
+      .Ret<ffi::Buffer<ffi::F32>>() RPSM_CONV_ATTRS
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RpsmOnednnConvForward, Forward, RPSM_TWO_OPERANDS);
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RpsmOnednnConvBiasReluForward, ForwardBiasRelu,
                               ffi::Ffi::Bind()
@@ -402,17 +402,10 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RpsmOnednnConvBiasReluForward, ForwardBiasRelu,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>() RPSM_CONV_ATTRS);
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(RpsmOnednnConvBackwardData, BackwardData,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>() RPSM_CONV_ATTRS);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RpsmOnednnConvBackwardData, BackwardData, RPSM_TWO_OPERANDS);
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RpsmOnednnConvBackwardWeights, BackwardWeights,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>() RPSM_CONV_ATTRS);
+                              RPSM_TWO_OPERANDS);
 
 // For rpsm_jax.cpu.onednn.implementation(): the oneDNN implementation chosen for a shape.
 extern "C" int RpsmOnednnImplementation(int kind, const int64_t* dims, char* out, int size) {
