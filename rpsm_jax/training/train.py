@@ -80,12 +80,14 @@ def _norm(tree) -> jnp.ndarray:
 
 
 def train_step(state: TrainState, batch, *, weights, max_update_ratio: float = 0.0,
-               axis_name: Optional[str] = None):
+               frozen_trunk: bool = False, axis_name: Optional[str] = None):
   """One optimiser step; returns (new_state, metrics).
 
   batch: image (B, T, S, S, 3) uint8, pose_3d (B, T, P, 3), mask (B, T), stop (D,) float32
   (1 where a host asked to stop; D devices). Under jit over the mesh B is the global batch;
-  under pmap, one device's part with `axis_name` the pmapped axis.
+  under pmap, one device's part with `axis_name` the pmapped axis. `frozen_trunk`
+  (config.model.freeze_trunk, whose optimiser gives the trunk zero updates): no gradient
+  flows into params["trunk"], which spares the trunk's backward pass altogether.
 
   A step whose loss or gradients are not finite, or whose parameter update is larger than
   `max_update_ratio` x the parameters' norm (an exploded step: config.max_update_ratio, 0
@@ -97,8 +99,10 @@ def train_step(state: TrainState, batch, *, weights, max_update_ratio: float = 0
   mask = batch["mask"].astype(jnp.float32)
 
   def loss_fn(params):
-    poses = state.apply_fn({"params": params}, frames)
-    return pose_loss(poses, batch["pose_3d"], mask, weights)
+    if frozen_trunk:
+      params = dict(params, trunk=jax.lax.stop_gradient(params["trunk"]))
+    predicted = state.apply_fn({"params": params}, frames)
+    return pose_loss(predicted, batch["pose_3d"], mask, weights)
 
   (loss, per_stage), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   stop = jnp.max(batch["stop"])
@@ -126,7 +130,8 @@ def compile_train_step(config, mesh):
   replicated. "pmap": per-local-device copies and batch parts (see module docstring).
   """
   kwargs = dict(weights=stage_weights(config),
-                max_update_ratio=float(config.get("max_update_ratio", 0.0)))
+                max_update_ratio=float(config.get("max_update_ratio", 0.0)),
+                frozen_trunk=bool(config.model.freeze_trunk))
   if config.parallelism == "pmap":
     return jax.pmap(functools.partial(train_step, axis_name=PMAP_AXIS, **kwargs),
                     axis_name=PMAP_AXIS, donate_argnums=0)
