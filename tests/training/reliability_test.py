@@ -15,7 +15,7 @@ from rpsm_jax.pipeline import input_pipeline as ip
 from rpsm_jax.tools import kill_resume
 from rpsm_jax.training import train
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _main_command(workdir, data_dir, *extra):
