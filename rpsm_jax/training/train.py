@@ -208,7 +208,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
   model = model_factory.create_model(config.model)
   tx, schedule = optim.create_optimizer(config.optimizer, config.num_train_steps)
   state = create_train_state(config, model, tx, jax.random.key(config.seed), mesh)
-  manager = checkpoints.Checkpoints(workdir, config.keep_checkpoints)
+  manager = checkpoints.Checkpoints(
+      workdir, config.keep_checkpoints,
+      allow_restart_from_scratch=config.get("allow_restart_from_scratch", False))
   state = manager.restore_latest(state)
   start = int(jax.device_get(state.step))
   if not start and config.model.trunk_init:  # a fresh run starts from pretrained layers
