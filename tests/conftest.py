@@ -1,6 +1,18 @@
 """Shared fixtures: the 'tiny' synthetic dataset, built once per test session."""
 
-from rpsm_jax import model_factory
+import atexit
+import os
+import shutil
+import tempfile
+
+# One persistent XLA compilation cache for the session and the processes its tests start
+# (set before JAX is imported): most tests compile the same tiny-config programs.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _CACHE = tempfile.mkdtemp(prefix="rpsm_test_xla_cache_")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
+  atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+
+from rpsm_jax import model_factory  # noqa: E402
 from rpsm_jax.cpu import xla_cpu
 
 xla_cpu.configure()   # as the entry points do, before JAX starts
