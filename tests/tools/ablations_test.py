@@ -3,8 +3,13 @@
 import json
 import os
 
+import pytest
+
 from rpsm_jax.tools import ablations
 from rpsm_jax.training import recipe
+
+# Several whole trainings: the first CI Python runs them, the second skips them (slow).
+pytestmark = pytest.mark.slow
 
 
 def test_variant_config_keeps_frames_per_step(tiny_config, tmp_path):

@@ -3,10 +3,15 @@
 import json
 import os
 
+import pytest
+
 import numpy as np
 
 from rpsm_jax import workdir as workdir_lib
 from rpsm_jax.training import recipe
+
+# Several whole trainings: the first CI Python runs them, the second skips them (slow).
+pytestmark = pytest.mark.slow
 
 
 def test_both_phases_then_skipped_when_finished(tiny_config, tmp_path, monkeypatch):
