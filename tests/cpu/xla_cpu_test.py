@@ -8,7 +8,7 @@ import pytest
 
 from rpsm_jax.cpu import xla_cpu
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_bad_choice_is_named():

@@ -163,7 +163,7 @@ _PMAP_SCRIPT = textwrap.dedent("""
 
 
 def test_pmap_step_matches_jit_step(tmp_path):
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   out = subprocess.run([sys.executable, "-c", _PMAP_SCRIPT.format(root=root)],
                        capture_output=True, text=True, timeout=600, cwd=root)
   assert out.returncode == 0, out.stderr[-3000:]
