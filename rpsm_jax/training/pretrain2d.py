@@ -31,6 +31,7 @@ from rpsm_jax.training import heatmaps
 from rpsm_jax.pipeline import input_pipeline
 from rpsm_jax.training import metric_writers
 from rpsm_jax import models
+from rpsm_jax import parallel
 from rpsm_jax.training import optim
 from rpsm_jax.training import progress
 from rpsm_jax.cpu import convolution
@@ -176,22 +177,39 @@ def pretrain(config, workdir: str) -> dict:
                        config.model.initializer, conv)
   tx, schedule = optim.create_optimizer(pc.optimizer, pc.num_train_steps)
   size = config.model.input_size
-  params = jax.jit(model.init)(jax.random.key(config.seed),
-                               jnp.zeros((1, size, size, 3)))["params"]
-  state = train_state.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+  # Data parallel over every process's devices, as the 3D step (rpsm_jax.parallel): the
+  # state replicated on the mesh (saved by every process), each batch split along it.
+  mesh = parallel.create_mesh()
+  if pc.batch_size % jax.device_count():
+    raise ValueError(f"config.pretrain2d.batch_size={pc.batch_size} does not split over "
+                     f"{jax.device_count()} devices")
+  rep = parallel.replicated(mesh)
+
+  def init(rng):
+    params = model.init(rng, jnp.zeros((1, size, size, 3)))["params"]
+    return train_state.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+  state = jax.jit(init, out_shardings=rep)(jax.random.key(config.seed))
   os.makedirs(workdir, exist_ok=True)
   manager = checkpoints.Checkpoints(workdir, config.keep_checkpoints)
   state = manager.restore_latest(state)
   start = int(state.step)
   writer = metric_writers.MetricWriter(workdir, just_logging=jax.process_index() > 0)
 
-  @jax.jit
-  def step_fn(state, batch):
+  def step(state, batch):
     def loss_fn(p):
       pred = state.apply_fn({"params": p}, poses.model_input(batch["image"]))
       return heatmap_loss(pred, batch["heatmaps"], batch["visible"])
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
     return state.apply_gradients(grads=grads), loss
+  step_fn = jax.jit(step, in_shardings=(rep, parallel.batch_sharded(mesh)),
+                    out_shardings=(rep, rep), donate_argnums=0)
+  rows = parallel.local_rows(pc.batch_size)
+
+  def local_batch(step: int) -> dict:
+    # Every process assembles the whole batch (a function of (seed, step) alone) and
+    # keeps its rows: the same batches whatever the number of processes.
+    batch = train.batch(step)
+    return {k: batch[k][rows] for k in ("image", "heatmaps", "visible")}
 
   forward = jax.jit(lambda p, image: model.apply({"params": p},
                                                  poses.model_input(image)))
@@ -199,13 +217,13 @@ def pretrain(config, workdir: str) -> dict:
   losses = []
   # The next batch is assembled on a host thread while the device runs this step.
   prefetch = concurrent.futures.ThreadPoolExecutor(1)
-  upcoming = prefetch.submit(train.batch, start)
+  upcoming = prefetch.submit(local_batch, start)
   try:
     for step in range(start, pc.num_train_steps):
       batch = upcoming.result()
       if step + 1 < pc.num_train_steps:
-        upcoming = prefetch.submit(train.batch, step + 1)
-      state, loss = step_fn(state, batch)
+        upcoming = prefetch.submit(local_batch, step + 1)
+      state, loss = step_fn(state, parallel.global_batch(batch, mesh))
       losses.append(loss)
       done = step + 1
       if done % config.log_every_steps == 0 or done == pc.num_train_steps:
@@ -223,18 +241,19 @@ def pretrain(config, workdir: str) -> dict:
   manager.close()
 
   errors, weights, total_loss = [], [], 0.0
+  params = parallel.gather(state.params)   # the small check runs on each host alone
   for i in range(evaluation.num_batches):
     batch = evaluation.batch(i)
-    pred = np.asarray(forward(state.params, batch["image"]))
+    pred = np.asarray(forward(params, batch["image"]))
     total_loss += float(heatmap_loss(pred, batch["heatmaps"], batch["visible"]))
     errors.append(peak_error_px(pred, batch["joints_2d"], batch["visible"]))
     weights.append(int(batch["visible"].sum()))
-  results = {"step": int(state.step),
+  results = {"step": int(jax.device_get(state.step)),
              "val_heatmap_loss": total_loss / evaluation.num_batches,
              "val_peak_error_px": float(np.average(errors, weights=weights))
                                   if sum(weights) else None,
              "input_size": size, "num_joints": num_joints}
-  writer.write_scalars(int(state.step), {
+  writer.write_scalars(results["step"], {
       "pretrain2d/val_loss": results["val_heatmap_loss"]})
   writer.close()
   if jax.process_index() == 0:
