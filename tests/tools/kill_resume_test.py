@@ -9,6 +9,10 @@ from configs import synthetic_tiny
 from rpsm_jax import workdir as workdir_lib
 from rpsm_jax.tools import kill_resume
 from rpsm_jax.training import checkpoints
+import pytest
+
+# Whole trainings in subprocesses: the first CI Python runs them, the second skips them.
+pytestmark = pytest.mark.slow
 
 
 def test_difference_is_nan_aware():

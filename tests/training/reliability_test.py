@@ -15,6 +15,9 @@ from rpsm_jax.pipeline import input_pipeline as ip
 from rpsm_jax.tools import kill_resume
 from rpsm_jax.training import train
 
+# Whole trainings in subprocesses: the first CI Python runs them, the second skips them.
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 

@@ -16,6 +16,9 @@ from rpsm_jax.training import checkpoints
 from rpsm_jax.training import run_lock
 from rpsm_jax.training import train
 
+# Whole trainings in subprocesses: the first CI Python runs them, the second skips them.
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _HOLD = ("import sys, time\n"
          "from rpsm_jax.training import run_lock\n"
