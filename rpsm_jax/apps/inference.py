@@ -5,7 +5,6 @@ checkpoints; `load_run` turns it back into a model, its parameters and its stati
 """
 
 import dataclasses
-import os
 from typing import Any, Optional
 
 import jax

@@ -31,7 +31,6 @@ import time
 from typing import Callable, Dict, Optional, Sequence
 
 import jax
-import jax.numpy as jnp
 from jax import lax
 import numpy as np
 

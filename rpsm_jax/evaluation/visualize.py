@@ -17,7 +17,6 @@ import jax
 import numpy as np
 
 from rpsm_jax import poses
-from rpsm_jax.pipeline import input_pipeline
 from rpsm_jax import joints
 
 # BGR, as cv2 draws.

@@ -1,6 +1,6 @@
 """The feature adaption module: 2D features -> a vector for the 3D module."""
 
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax.numpy as jnp

@@ -1,6 +1,6 @@
 """The stage-specialized 2D layers of the paper's 2D pose module."""
 
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax.numpy as jnp

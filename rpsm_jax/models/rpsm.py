@@ -1,6 +1,6 @@
 """RPSM: the multi-stage model of the paper's Figure 3."""
 
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp

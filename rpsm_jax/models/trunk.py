@@ -1,6 +1,6 @@
 """The shared 2D trunk: the CPM stage-1 VGG layers of the paper's Table 1."""
 
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax.numpy as jnp

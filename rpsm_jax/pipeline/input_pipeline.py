@@ -19,7 +19,6 @@ Batches are dicts of numpy arrays (B clips, T = clip_length frames, P joints):
 
 import concurrent.futures
 import dataclasses
-import json
 import os
 import queue
 import threading

@@ -24,7 +24,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from rpsm_jax import poses
-from rpsm_jax import joints
 from rpsm_jax.training import checkpoints
 from rpsm_jax.pipeline import datasets
 from rpsm_jax.training import heatmaps

@@ -36,6 +36,7 @@ from rpsm_jax.training import metric_writers
 from rpsm_jax.training import optim
 from rpsm_jax.training import pretrained
 from rpsm_jax.training import progress
+from rpsm_jax.training import run_lock
 
 PMAP_AXIS = "devices"
 # What the train step needs from a batch; "stop" (one flag per device) carries a stop
@@ -198,10 +199,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
   mesh = parallel.create_mesh()
   pmapped = config.parallelism == "pmap"
   os.makedirs(workdir, exist_ok=True)
-  # One run per workdir (held until this returns), and no silent resume with another
-  # model, data or seed (issue 18).
-  from rpsm_jax.training import run_lock  # pylint: disable=g-import-not-at-top
-  workdir_lock = run_lock.acquire(workdir)  # pylint: disable=unused-variable
+  # One run per workdir (the lock is held until this returns), and no silent resume with
+  # another model, data or seed.
+  workdir_lock = run_lock.acquire(workdir)  # noqa: F841  (held, not used)
   workdir_lib.check_resume_config(config, workdir, config.get("allow_config_changes", False))
   pipe = input_pipeline.create_pipeline(
       config, workdir, shard=(jax.process_index(), jax.process_count()))

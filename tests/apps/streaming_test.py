@@ -8,7 +8,6 @@ from configs import synthetic_tiny
 from rpsm_jax import crops
 from rpsm_jax import poses
 from rpsm_jax import model_factory
-from rpsm_jax.apps import inference
 from rpsm_jax.apps import streaming
 
 

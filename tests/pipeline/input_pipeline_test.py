@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from rpsm_jax import poses
-from rpsm_jax import joints
 from rpsm_jax.pipeline import datasets
 from rpsm_jax.pipeline import input_pipeline as ip
 

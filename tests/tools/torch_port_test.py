@@ -13,7 +13,6 @@ import optax  # noqa: E402
 
 from configs import default  # noqa: E402
 from rpsm_jax import model_factory
-from rpsm_jax import models  # noqa: E402
 from rpsm_jax import poses  # noqa: E402
 from rpsm_jax.tools import torch_port  # noqa: E402
 from rpsm_jax.training import train  # noqa: E402
