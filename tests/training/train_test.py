@@ -155,9 +155,13 @@ _PMAP_SCRIPT = textwrap.dedent("""
       s1, m1 = single(s1, parallel.global_batch(batch, mesh))
       s2, m2 = multi(s2, parallel.split_local_devices(batch))
     s2 = parallel.from_pmap(s2, mesh)
-    err = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-              for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s2.params)))
-    print("MAXDIFF", err, float(m1["loss"]), float(np.asarray(m2["loss"])[0]))
+    diffs = np.concatenate([np.abs(np.asarray(a) - np.asarray(b)).ravel()
+                            for a, b in zip(jax.tree.leaves(s1.params),
+                                            jax.tree.leaves(s2.params))])
+    print("DIFFS", float(np.max(diffs)), float(np.mean(diffs > 1e-5)),
+          config.optimizer.learning_rate)
+    for k in ("loss", "grad_norm", "update_norm"):
+      print("METRIC", k, float(m1[k]), float(np.asarray(m2[k])[0]))
     assert float(m1["stop"]) == 0.0
 """)
 
@@ -167,10 +171,17 @@ def test_pmap_step_matches_jit_step(tmp_path):
   out = subprocess.run([sys.executable, "-c", _PMAP_SCRIPT.format(root=root)],
                        capture_output=True, text=True, timeout=600, cwd=root)
   assert out.returncode == 0, out.stderr[-3000:]
-  line = [l for l in out.stdout.splitlines() if l.startswith("MAXDIFF")][0]
-  maxdiff, loss1, loss2 = map(float, line.split()[1:])
-  assert maxdiff < 1e-5
-  assert loss1 == pytest.approx(loss2, rel=1e-5)
+  lines = out.stdout.splitlines()
+  maxdiff, fraction, lr = map(float, [l for l in lines if l.startswith("DIFFS")][0].split()[1:])
+  for line in (l for l in lines if l.startswith("METRIC")):
+    _, name, jit_value, pmap_value = line.split()
+    # A missing or per-device gradient mean would change grad_norm by far more than this.
+    assert float(jit_value) == pytest.approx(float(pmap_value), rel=1e-4), name
+  # Adam's first steps move each weight by about +-lr whatever the gradient's size, so a
+  # gradient within rounding of zero (summed in another order by pmap) may flip sign and
+  # move a few weights by 2 lr (seen: 13 of 94,201 on jax 0.12). All others agree.
+  assert fraction < 1e-3
+  assert maxdiff <= 2 * 2 * lr + 1e-6       # 2 steps
 
 
 @pytest.mark.parametrize("field,value,message", [
