@@ -173,8 +173,9 @@ def test_pmap_step_matches_jit_step(tmp_path):
   assert out.returncode == 0, out.stderr[-3000:]
   lines = out.stdout.splitlines()
   maxdiff, fraction, lr = map(float, [l for l in lines if l.startswith("DIFFS")][0].split()[1:])
-  for line in (l for l in lines if l.startswith("METRIC")):
-    _, name, jit_value, pmap_value = line.split()
+  metrics = [l.split()[1:] for l in lines if l.startswith("METRIC")]
+  assert len(metrics) == 3, out.stdout
+  for name, jit_value, pmap_value in metrics:
     # A missing or per-device gradient mean would change grad_norm by far more than this.
     assert float(jit_value) == pytest.approx(float(pmap_value), rel=1e-4), name
   # Adam's first steps move each weight by about +-lr whatever the gradient's size, so a
