@@ -49,13 +49,38 @@ class BuildStopped(SystemExit):
     self.signal_name = signal.Signals(signum).name
 
 
+# The BuildStopped a stop signal raised, kept until its build ends: an exception raised
+# where Python only prints it (a __del__ method or weakref callback that the garbage
+# collector ran when the signal came) would otherwise let the build run on.
+_stop_signalled: list[BuildStopped] = []
+
+
+def raise_if_stop_signalled() -> None:
+  """Raises again the BuildStopped of a stop signal that was swallowed on the way."""
+  if _stop_signalled:
+    raise _stop_signalled[0]
+
+
+def until_stopped(items: Generator[Any, None, Any]) -> Generator[Any, None, Any]:
+  """Yields `items` (and returns their value), checking before each for a stop signal."""
+  while True:
+    raise_if_stop_signalled()
+    try:
+      item = next(items)
+    except StopIteration as stop:
+      return stop.value
+    yield item
+
+
 @contextlib.contextmanager
 def stop_on_signals(what: str,
                     prepared: Callable[[], bool] = lambda: False) -> Iterator[None]:
   """Within: SIGTERM and SIGHUP raise BuildStopped, where they would kill the process.
 
   Handlers someone else installed stay; off the main thread (where Python cannot set
-  handlers) nothing changes. A second signal kills at once, as it would have.
+  handlers) nothing changes. A second signal kills at once, as it would have. If the
+  exception is swallowed where the signal landed, the build raises it again at its next
+  item (until_stopped) or at the end.
 
   Args:
     what: the build, for the message, 'h36m_clips/crop368_step5/1.0.0'.
@@ -70,12 +95,14 @@ def stop_on_signals(what: str,
     del frame
     for s in replaced:
       signal.signal(s, signal.SIG_DFL)
-    raise BuildStopped(signum)
+    _stop_signalled.append(BuildStopped(signum))
+    raise _stop_signalled[0]
 
   for s in replaced:
     signal.signal(s, stop)
   try:
     yield
+    raise_if_stop_signalled()
   except BuildStopped as e:
     pool.close_all()
     logging.error("%s: build stopped by %s (exit status %d): worker processes stopped, "
@@ -84,6 +111,7 @@ def stop_on_signals(what: str,
                   "incomplete output removed, no dataset written")
     raise
   finally:
+    _stop_signalled.clear()
     for s in replaced:
       if signal.getsignal(s) == stop:
         signal.signal(s, signal.SIG_DFL)
@@ -300,7 +328,7 @@ def pooled_shards(
 
   def shard(index):
     try:
-      result = yield from read(index, runner.results(index))
+      result = yield from read(index, until_stopped(runner.results(index)))
     except BaseException:
       runner.close()
       raise

@@ -7,6 +7,7 @@ multiprocessing resource tracker must all be gone within seconds.
 """
 
 import functools
+import os
 import signal
 
 import pytest
@@ -113,3 +114,42 @@ def test_signalled_build_leaves_nothing_running_and_nothing_complete(
     assert outcome.returncode == 128 + signal.SIGTERM, outcome.stderr
     assert "build stopped by SIGTERM" in outcome.stderr, outcome.stderr
     assert not [n for n in left if n.startswith("incomplete.")], left
+
+
+
+class _SignalsInDel:
+  """Sends this process SIGTERM from __del__, where a handler's exception is only printed."""
+
+  def __del__(self):
+    os.kill(os.getpid(), signal.SIGTERM)
+    for _ in range(1000):  # Python code, so the handler runs here, inside __del__.
+      pass
+
+
+_SWALLOWED = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+@_SWALLOWED
+def test_a_stop_signal_swallowed_in_a_destructor_still_stops_the_build():
+  def items():
+    yield 1
+    _SignalsInDel()  # Collected at once.
+    yield 2
+    yield 3
+
+  read = []
+  with pytest.raises(builders.BuildStopped) as stopped:
+    with builders.stop_on_signals("test/build/1.0.0"):
+      for item in builders.until_stopped(items()):
+        read.append(item)
+  assert stopped.value.code == 128 + signal.SIGTERM
+  assert read == [1, 2]  # Stopped before the item after the swallowed signal.
+  assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+@_SWALLOWED
+def test_a_stop_signal_swallowed_after_the_last_item_stops_at_the_end():
+  with pytest.raises(builders.BuildStopped):
+    with builders.stop_on_signals("test/build/1.0.0"):
+      _SignalsInDel()
+  assert not builders._stop_signalled  # pylint: disable=protected-access

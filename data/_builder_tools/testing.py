@@ -159,7 +159,8 @@ def run_and_signal(main: Callable[..., None], args: tuple, work_dir: pathlib.Pat
   with open(stderr_path, "w") as stderr:
     child = subprocess.Popen(  # pylint: disable=consider-using-with
         [sys.executable, "-c", code, str(job)], cwd=_REPOSITORY, stderr=stderr,
-        stdout=subprocess.DEVNULL, env={**os.environ, **(env or {}), MARKER_ENV: marker})
+        stdout=subprocess.DEVNULL, env={**os.environ, **(env or {}), MARKER_ENV: marker,
+                                        "PYTHONFAULTHANDLER": "1"})
   try:
     deadline = time.monotonic() + timeout
     while not ready(child.pid, marker):
@@ -169,11 +170,33 @@ def run_and_signal(main: Callable[..., None], args: tuple, work_dir: pathlib.Pat
       time.sleep(0.02)
     read = shards_read(work_dir)
     child.send_signal(signum)
-    child.wait(timeout)
+    try:
+      child.wait(timeout)
+    except subprocess.TimeoutExpired:
+      # Faulthandler (on in the child) prints every thread's Python stack on SIGABRT.
+      child.send_signal(signal.SIGABRT)
+      try:
+        child.wait(grace)
+      except subprocess.TimeoutExpired:
+        pass
+      raise AssertionError(
+          f"the child did not end within {timeout} s of {signal.Signals(signum).name}; "
+          f"its processes: {marked_processes(marker)}; its stderr, stacks at the end:\n"
+          f"{stderr_path.read_text()[-20000:]}") from None
   finally:
     if child.poll() is None:
       child.kill()
       child.wait()
+    survivors = _kill_marked(marker, grace)
+  return Outcome(child.returncode, stderr_path.read_text(), read, survivors)
+
+
+def _kill_marked(marker: str, grace: float) -> dict[int, str]:
+  """Waits up to `grace` s for the marked processes to end, then kills the rest.
+
+  Returns:
+    pid -> command line of those still alive after `grace` (the survivors).
+  """
   deadline = time.monotonic() + grace
   while (survivors := marked_processes(marker)) and time.monotonic() < deadline:
     time.sleep(0.05)
@@ -182,7 +205,7 @@ def run_and_signal(main: Callable[..., None], args: tuple, work_dir: pathlib.Pat
       os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
       pass
-  return Outcome(child.returncode, stderr_path.read_text(), read, survivors)
+  return survivors
 
 
 def workers_started(child_pid: int, marker: str) -> bool:
