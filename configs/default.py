@@ -45,6 +45,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.adaption_units = 1024
   config.model.temporal = "lstm"              # lstm | dense (seq_1 ablation)
   config.model.lstm_units = 1024
+  # Initial bias of every LSTM forget gate (Flax's and PyTorch's: 0; 1 keeps the cell state
+  # through a clip while training starts).
+  config.model.lstm_forget_bias = 0.0
   config.model.share_2d = False               # one set of 2D layers for all stages
   config.model.remat_trunk = False
   config.model.dtype = "float32"              # compute dtype: float32 | bfloat16

@@ -1,6 +1,6 @@
 """The 3D pose module: an LSTM over the frames of a clip and a linear pose read-out."""
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import jax
@@ -10,8 +10,63 @@ from rpsm_jax.models.layers import output_init, relu_init
 
 TEMPORAL = ("lstm", "dense")
 
+_GATES = ("i", "f", "g", "o")  # input, forget, cell candidate, output
+
+
+class _GateWeights(nn.Module):
+  """One gate's kernel (D, units) and, with `use_bias`, its bias (units,)."""
+  features: int
+  use_bias: bool
+  kernel_init: Callable
+  bias_init: Callable = nn.initializers.zeros_init()
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features))
+    bias = self.param("bias", self.bias_init, (self.features,)) if self.use_bias else None
+    return kernel, bias
+
+
+class LSTMCell(nn.Module):
+  """An LSTM step (no peepholes) whose forget gate's bias starts at `forget_bias`.
+
+  flax.linen.OptimizedLSTMCell's parameters, names and initialisers (gate kernels
+  'ii'..'io' on the input, Lecun normal; 'hi'..'ho' with biases on h, orthogonal), so
+  checkpoints and the Torch port's mapping carry over; with forget_bias 0 the two are
+  the same function from the same initial weights. Flax gives every gate one bias
+  initialiser, hence this cell: a forget bias of 1 keeps the cell state through a clip
+  early in training (Gers et al. 2000; Jozefowicz et al. 2015).
+  Carry (c, h), each (B, units); input (B, D); output h (B, units).
+  """
+  features: int
+  forget_bias: float = 0.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, carry, x):
+    c, h = carry
+    zeros = nn.initializers.zeros_init()
+    w_x, w_h, b_h = [], [], []
+    for gate in _GATES:
+      w_x.append(_GateWeights(self.features, False, nn.initializers.lecun_normal(),
+                              name=f"i{gate}")(x)[0])
+      bias_init = nn.initializers.constant(self.forget_bias) if gate == "f" else zeros
+      kernel, bias = _GateWeights(self.features, True, nn.initializers.orthogonal(),
+                                  bias_init, name=f"h{gate}")(h)
+      w_h.append(kernel)
+      b_h.append(bias)
+    x, h = x.astype(self.dtype), h.astype(self.dtype)
+    z = (x @ jnp.concatenate(w_x, -1).astype(self.dtype)
+         + h @ jnp.concatenate(w_h, -1).astype(self.dtype)
+         + jnp.concatenate(b_h).astype(self.dtype))
+    i, f, g, o = jnp.split(z, 4, axis=-1)
+    new_c = nn.sigmoid(f) * c + nn.sigmoid(i) * jnp.tanh(g)
+    new_h = nn.sigmoid(o) * jnp.tanh(new_c)
+    return (new_c, new_h), new_h
+
+
 # One LSTM step applied along axis 1 (time) of (B, T, D); weights shared by every frame.
-_ScanLSTM = nn.scan(nn.OptimizedLSTMCell, variable_broadcast="params",
+_ScanLSTM = nn.scan(LSTMCell, variable_broadcast="params",
                     split_rngs={"params": False}, in_axes=1, out_axes=1)
 
 
@@ -21,6 +76,7 @@ class PoseRecurrent3D(nn.Module):
   `lstm`: one LSTM layer of `units` cells (no peepholes) scanned over frames; its state is
   zero at the start of each clip unless `carry` is given (streaming). `dense`: the paper's
   seq_1 ablation, a Dense layer of `units` + ReLU with no dependency across frames.
+  forget_bias: the LSTM forget gate's initial bias (LSTMCell).
   Input (B, T, D); output (B, T, num_joints * 3) in normalised coordinates, and the final
   LSTM carry ((B, units), (B, units)) (None for `dense`).
   """
@@ -29,13 +85,14 @@ class PoseRecurrent3D(nn.Module):
   temporal: str = "lstm"
   dtype: Any = jnp.float32
   initializer: str = "he"
+  forget_bias: float = 0.0
 
   @nn.compact
   def __call__(self, x, carry: Optional[tuple] = None):
     if self.temporal == "lstm":
       if carry is None:
         carry = zero_carry(x.shape[0], self.units)
-      carry, h = _ScanLSTM(self.units, dtype=self.dtype, name="lstm")(carry, x)
+      carry, h = _ScanLSTM(self.units, self.forget_bias, self.dtype, name="lstm")(carry, x)
     elif self.temporal == "dense":
       h = nn.relu(nn.Dense(self.units, dtype=self.dtype,
                            kernel_init=relu_init(self.initializer), name="dense")(x))

@@ -166,7 +166,8 @@ class TorchRPSM(nn.Module):
                width: float = 1.0, adaption: str = "paper", adaption_units: int = 1024,
                temporal: str = "lstm", lstm_units: int = 1024, share_2d: bool = False,
                remat_trunk: bool = False, dtype: str = "float32",
-               channels_last: bool = False, initializer: str = "he"):
+               channels_last: bool = False, initializer: str = "he",
+               lstm_forget_bias: float = 0.0):
     super().__init__()
     if dtype not in _DTYPES:
       raise ValueError(f"config.model.dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
@@ -175,6 +176,7 @@ class TorchRPSM(nn.Module):
     self.dtype = _DTYPES[dtype]
     self.channels_last = channels_last
     self.initializer = initializer
+    self.lstm_forget_bias = lstm_forget_bias
 
     self.trunk = Pose2DTrunk(width)
     shared_ch = self.trunk.out_channels
@@ -204,7 +206,8 @@ class TorchRPSM(nn.Module):
                temporal=model_config.temporal, lstm_units=model_config.lstm_units,
                share_2d=model_config.share_2d, remat_trunk=model_config.remat_trunk,
                dtype=model_config.dtype, channels_last=channels_last,
-               initializer=model_config.initializer)
+               initializer=model_config.initializer,
+               lstm_forget_bias=model_config.get("lstm_forget_bias", 0.0))
 
   @torch.no_grad()
   def reset_parameters(self):
@@ -212,7 +215,8 @@ class TorchRPSM(nn.Module):
 
     Conv/Linear followed by ReLU: He normal (initializer="he", truncated at 2 std as
     Flax's) or Xavier uniform ("xavier"); pose read-outs: Xavier uniform; zero biases. LSTM: per
-    gate, truncated LeCun normal input kernels and orthogonal recurrent kernels, zero biases.
+    gate, truncated LeCun normal input kernels and orthogonal recurrent kernels, zero biases
+    but the forget gate's, lstm_forget_bias (on b_hh: Flax's bias is b_ih + b_hh).
     """
     if self.initializer not in ("he", "xavier"):
       raise ValueError("config.model.initializer must be one of ('he', 'xavier'), "
@@ -237,6 +241,7 @@ class TorchRPSM(nn.Module):
           nn.init.orthogonal_(m.weight_hh_l0[rows])
         nn.init.zeros_(m.bias_ih_l0)
         nn.init.zeros_(m.bias_hh_l0)
+        m.bias_hh_l0[units:2 * units] = self.lstm_forget_bias
 
   def forward(self, frames, states: Optional[Sequence] = None,
               return_states: bool = False):

@@ -1,7 +1,8 @@
-"""Shape, parameter-count, causality and cost tests of the RPSM model."""
+"""Shape, parameter-count, causality and cost tests of the RPSM model; its LSTM cell."""
 
 
 import flax
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from configs import default, h36m, h36m_official
 from rpsm_jax import model_factory
 from rpsm_jax import models
+from rpsm_jax.models.recurrent import LSTMCell
 from rpsm_jax.tools import summary
 
 
@@ -216,3 +218,34 @@ def test_bad_variant_names():
     init(small_config(temporal="gru"))
   with pytest.raises(ValueError, match="model.dtype"):
     model_factory.create_model(small_config(dtype="float16").model)
+
+
+def test_cell_is_flax_optimized_lstm_cell_at_forget_bias_zero():
+  x = jax.random.normal(jax.random.key(1), (3, 7))
+  carry = (jnp.zeros((3, 5)), jnp.zeros((3, 5)))
+  flax_cell, cell = nn.OptimizedLSTMCell(5), LSTMCell(5)
+  params = flax_cell.init(jax.random.key(0), carry, x)
+  mine = cell.init(jax.random.key(0), carry, x)
+  assert jax.tree.structure(mine) == jax.tree.structure(params)
+  for a, b in zip(jax.tree.leaves(mine), jax.tree.leaves(params)):
+    np.testing.assert_array_equal(a, b)  # Same names, initialisers and draws.
+  params = jax.tree.map(lambda p: p + 0.1, params)  # Non-zero biases too.
+  theirs = ours = carry
+  for t in range(3):
+    theirs, h_theirs = flax_cell.apply(params, theirs, x * (t + 1))
+    ours, h_ours = cell.apply(params, ours, x * (t + 1))
+    np.testing.assert_allclose(h_ours, h_theirs, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(ours[0], theirs[0], rtol=1e-6, atol=1e-6)
+
+
+def test_forget_bias_starts_every_stage_forget_gate():
+  config = small_config(lstm_forget_bias=1.0)
+  config.model.num_stages = 2
+  model = model_factory.create_model(config.model)
+  size = config.model.input_size
+  params = model.init(jax.random.key(0), jnp.zeros((1, 2, size, size, 3)))["params"]
+  for k in (1, 2):
+    lstm = params[f"stage{k}_recurrent"]["lstm"]
+    np.testing.assert_array_equal(lstm["hf"]["bias"], 1.0)
+    for gate in ("hi", "hg", "ho"):
+      np.testing.assert_array_equal(lstm[gate]["bias"], 0.0)

@@ -213,3 +213,13 @@ def test_pose_loss_matches_train_pose_loss():
       *(torch.from_numpy(a) for a in (predicted, targets, mask, weights)))
   np.testing.assert_allclose(torch_per_stage.numpy(), per_stage, rtol=1e-6)
   np.testing.assert_allclose(float(torch_loss), float(loss), rtol=1e-6)
+
+
+def test_fresh_models_share_the_lstm_forget_bias():
+  config = small_config(lstm_forget_bias=1.0, num_stages=2)
+  params = torch_port.torch_to_flax(torch_port.TorchRPSM.from_config(config))
+  for k in (1, 2):
+    lstm = params[f"stage{k}_recurrent"]["lstm"]
+    np.testing.assert_array_equal(lstm["hf"]["bias"], 1.0)
+    for gate in ("hi", "hg", "ho"):
+      np.testing.assert_array_equal(lstm[gate]["bias"], 0.0)
