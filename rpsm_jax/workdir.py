@@ -19,6 +19,7 @@ import os
 from typing import Any, Optional
 
 from absl import logging
+from etils import epath
 import jax
 import ml_collections
 import numpy as np
@@ -97,14 +98,21 @@ def restore_numpy(checkpoint_dir: str) -> Any:
   """One saved train state (<run>/checkpoints/<step>) as it was saved, numpy leaves in
   nested dicts, whatever the number of processes that wrote it (its saved shardings name
   their devices, so a plain restore fails elsewhere)."""
-  item = os.path.join(os.path.abspath(checkpoint_dir), "default")
-  checkpointer = ocp.PyTreeCheckpointer()
+  item = _item_dir(checkpoint_dir)
+  handler = ocp.PyTreeCheckpointHandler()
   try:
-    tree = checkpointer.metadata(item).item_metadata.tree
+    tree = handler.metadata(item).tree
     args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-    return checkpointer.restore(item, args=ocp.args.PyTreeRestore(restore_args=args))
+    return handler.restore(item, args=ocp.args.PyTreeRestore(restore_args=args))
   finally:
-    checkpointer.close()
+    handler.close()
+
+
+def _item_dir(checkpoint_dir: str) -> epath.Path:
+  """The train state's folder in a checkpoint. Read with a PyTreeCheckpointHandler, not a
+  Checkpointer: the step's metadata file sits one level up, and a Checkpointer on the
+  item warns that it is missing."""
+  return epath.Path(os.path.abspath(checkpoint_dir)) / "default"
 
 
 def restore_params(checkpoint_dir: str, abstract_params: Optional[Any] = None) -> Any:
@@ -119,8 +127,8 @@ def restore_params(checkpoint_dir: str, abstract_params: Optional[Any] = None) -
     if not isinstance(state, dict) or "params" not in state:
       raise RunFileError(f"{checkpoint_dir}: the saved state has no 'params'")
     return state["params"]
-  item = os.path.join(os.path.abspath(checkpoint_dir), "default")
-  checkpointer = ocp.PyTreeCheckpointer()
+  item = _item_dir(checkpoint_dir)
+  handler = ocp.PyTreeCheckpointHandler()
   # Onto this process's first device unless told otherwise: the saved shardings may name
   # devices of processes that no longer exist (a multi-host run restored for inference).
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
@@ -129,11 +137,11 @@ def restore_params(checkpoint_dir: str, abstract_params: Optional[Any] = None) -
       jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract_params)
   try:
     restore_args = ocp.checkpoint_utils.construct_restore_args(abstract_params)
-    return checkpointer.restore(item, args=ocp.args.PyTreeRestore(
+    return handler.restore(item, args=ocp.args.PyTreeRestore(
         item={"params": abstract_params}, restore_args={"params": restore_args},
         partial_restore=True))["params"]
   finally:
-    checkpointer.close()
+    handler.close()
 
 
 # Config fields a resumed run must keep: they define the model (and so the checkpoint's
