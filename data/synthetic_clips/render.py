@@ -259,3 +259,78 @@ def render(canvas: np.ndarray, canvas_scale: float, crop_box: np.ndarray, size: 
     else:
       cv2.fillPoly(img, [pts[i]], colour, cv2.LINE_AA, _SHIFT)
   return img
+
+
+# ---------------------------------------------------------------------------------------
+# Occluders: things passing between the camera and the person.
+
+
+@dataclasses.dataclass(frozen=True)
+class Occluder:
+  """A bar or disc crossing the crop in front of the person, in crop units (side = 1).
+
+  It moves on a straight line at constant speed, so a body part it hides in one frame
+  was visible a few frames earlier: what makes temporal context worth having.
+
+  Attributes:
+    disc: a disc (else a bar, perpendicular to its motion and longer than the crop).
+    centre: (2,) where it passes at frame `when`, crop units from the top-left corner.
+    velocity: (2,) crop units per frame.
+    when: the frame at which it is at `centre`.
+    half_width: half the bar's width or the disc's radius, crop units.
+    colour: (3,) RGB in [0, 255].
+  """
+  disc: bool
+  centre: np.ndarray
+  velocity: np.ndarray
+  when: float
+  half_width: float
+  colour: np.ndarray
+
+
+def sample_occluders(rng: np.random.Generator, count: int,
+                     num_frames: int) -> list[Occluder]:
+  """`count` occluders, each crossing the crop once within the sequence.
+
+  Each passes near the crop's centre (within 0.2) at a random frame, at a speed that
+  crosses the crop in 8-20 frames (0.8-2 s at 10 fps). Bars are 0.08-0.15 of the crop
+  wide (a point one passes stays hidden for 1-3 frames), discs 0.16-0.28 across.
+  """
+  out = []
+  for _ in range(count):
+    heading = rng.uniform(0, 2 * np.pi)
+    speed = 1. / rng.uniform(8., 20.)
+    disc = bool(rng.random() < 0.3)
+    out.append(Occluder(
+        disc=disc,
+        centre=0.5 + rng.uniform(-0.2, 0.2, 2),
+        velocity=speed * np.array([np.cos(heading), np.sin(heading)]),
+        when=float(rng.uniform(0, num_frames - 1)),
+        half_width=float(rng.uniform(0.04, 0.075)) * (2. if disc else 1.),
+        colour=rng.uniform(0, 255, 3)))
+  return out
+
+
+def draw_occluders(img: np.ndarray, occluders: list[Occluder], frame: int) -> np.ndarray:
+  """Draws the occluders at `frame` over an (S, S, 3) uint8 crop, in place; returns it."""
+  size = img.shape[0]
+  scale = size * (1 << _SHIFT)
+  for occ in occluders:
+    centre = occ.centre + occ.velocity * (frame - occ.when)
+    colour = occ.colour.tolist()
+    if occ.disc:
+      radius = int(round(occ.half_width * scale))
+      cv2.circle(img, _fixed(centre, scale), radius, colour, -1, cv2.LINE_AA, _SHIFT)
+    else:  # A bar across the whole crop, perpendicular to the motion.
+      along = np.array([-occ.velocity[1], occ.velocity[0]])
+      along *= 1.5 / np.linalg.norm(along)
+      width = max(1, int(round(2 * occ.half_width * size)))
+      cv2.line(img, _fixed(centre - along, scale), _fixed(centre + along, scale), colour,
+               width, cv2.LINE_AA, _SHIFT)
+  return img
+
+
+def _fixed(point: np.ndarray, scale: float) -> tuple[int, int]:
+  """Crop units -> cv2 fixed-point pixel centres (edge convention: half a pixel less)."""
+  x, y = np.round(point * scale - 0.5 * (1 << _SHIFT)).astype(int).tolist()
+  return x, y

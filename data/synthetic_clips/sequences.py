@@ -23,7 +23,7 @@ _TRAIN_NUMBERS = (1, 5, 6, 7, 8) + tuple(range(21, 51))
 _TEST_NUMBERS = (9, 11) + tuple(range(51, 81))
 
 # Streams of the seed sequence, so different kinds of draws never share randomness.
-_SKELETON, _APPEARANCE, _MOTION, _BACKGROUND, _LIGHT = range(1, 6)
+_SKELETON, _APPEARANCE, _MOTION, _BACKGROUND, _LIGHT, _OCCLUDERS = range(1, 7)
 
 
 def subjects(split: str, count: int) -> list[str]:
@@ -52,6 +52,8 @@ class SequenceSpec:
     image_size: S, side of the stored square crops, pixels.
     num_cameras: cameras filming it.
     jpeg_quality: JPEG quality of the stored images.
+    num_occluders: things crossing each camera's view in front of the person
+      (render.sample_occluders); 0 draws none and leaves every other draw unchanged.
   """
   seed: int
   subject: str
@@ -62,6 +64,7 @@ class SequenceSpec:
   image_size: int
   num_cameras: int
   jpeg_quality: int = 90
+  num_occluders: int = 0
 
 
 def _rng(seed: int, *ids: int) -> np.random.Generator:
@@ -113,6 +116,8 @@ def film(spec: SequenceSpec, draw_person: bool = True) -> list[tuple[str, dict]]
                                     canvas_scale)
     light = _rng(spec.seed, _LIGHT, *ids)
     gain, bias = light.uniform(0.75, 1.2), light.uniform(-20., 20.)
+    occluders = render.sample_occluders(_rng(spec.seed, _OCCLUDERS, *ids),
+                                        spec.num_occluders, spec.num_frames)
     seq_id = sequence_id(spec, cam)
     poses_cam = cam.world_to_camera(poses_world)  # (T, 17, 3)
     uv = cam.project(poses_cam)
@@ -128,6 +133,7 @@ def film(spec: SequenceSpec, draw_person: bool = True) -> list[tuple[str, dict]]
       crop = render.square_crop(box)
       img = render.render(canvas, canvas_scale, crop, size, shapes, appearance,
                           z_ref=float(z[0]), draw_person=draw_person)
+      render.draw_occluders(img, occluders, t)
       img = cv2.convertScaleAbs(img, alpha=gain, beta=bias)
       ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
                               [cv2.IMWRITE_JPEG_QUALITY, spec.jpeg_quality])

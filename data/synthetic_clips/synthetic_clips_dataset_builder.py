@@ -40,6 +40,9 @@ class SyntheticClipsConfig(tfds.core.BuilderConfig):
     fps: frame rate of the stored frames (10: like Human3.6M's 50 fps subsampled 5x).
     image_size: S, side of the stored square crops, pixels.
     jpeg_quality: JPEG quality of the stored images.
+    num_occluders: bars and discs crossing each camera's view in front of the person
+      during a sequence, so that some frames hide body parts that neighbouring frames
+      show (temporal context helps); 0: none.
     seed: everything generated is a function of it.
     num_workers: generator processes; 0 picks min(cpu count, 8). The environment
       variable SYNTHETIC_CLIPS_WORKERS overrides it.
@@ -53,6 +56,7 @@ class SyntheticClipsConfig(tfds.core.BuilderConfig):
   fps: float = 10.
   image_size: int = 128
   jpeg_quality: int = 90
+  num_occluders: int = 0
   seed: int = 0
   num_workers: int = 0
 
@@ -69,6 +73,9 @@ class Builder(builders.BuilderMixin, tfds.core.GeneratorBasedBuilder):
   BUILDER_CONFIGS = [
       _config("default", "5 train / 2 test subjects, 8 actions, 4 cameras, 48 frames, "
               "128 px; builds in under a minute on 2 CPU cores."),
+      _config("occluded", "default with 3 bars or discs crossing each camera's view in "
+              "front of the person: parts hidden in one frame show in its neighbours.",
+              num_occluders=3),
       _config("tiny", "For tests: 2 train / 1 test subjects, 2 actions, 2 cameras, "
               "8 frames, 64 px; builds in seconds.",
               num_train_subjects=2, num_test_subjects=1, num_actions=2, num_cameras=2,
@@ -116,7 +123,7 @@ class Builder(builders.BuilderMixin, tfds.core.GeneratorBasedBuilder):
             seed=cfg.seed, subject=subject, action=action, take=take,
             num_frames=cfg.frames_per_sequence, fps=cfg.fps,
             image_size=cfg.image_size, num_cameras=cfg.num_cameras,
-            jpeg_quality=cfg.jpeg_quality)
+            jpeg_quality=cfg.jpeg_quality, num_occluders=cfg.num_occluders)
         for subject in subjects
         for action in motion.ACTIONS[:cfg.num_actions]
         for take in range(1, cfg.num_takes + 1)

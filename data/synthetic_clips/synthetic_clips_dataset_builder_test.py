@@ -202,3 +202,37 @@ def test_drawing_is_registered_with_pose_2d():
   jj, ii = np.mgrid[0:S, 0:S] + 0.5
   centroid = np.array([(w * ii).sum(), (w * jj).sum()]) / w.sum()
   np.testing.assert_allclose(centroid, (q - crop[:2]) * S / 200., atol=0.1)
+
+
+def _images(examples):
+  return [cv2.imdecode(np.frombuffer(e["image"], np.uint8), cv2.IMREAD_COLOR).astype(int)
+          for _, e in examples]
+
+
+def test_occluders_hide_parts_of_some_frames_and_change_nothing_else():
+  plain = sequences.film(_spec("S1", "Walking", num_frames=24))
+  occluded = sequences.film(_spec("S1", "Walking", num_frames=24, num_occluders=3))
+  for (key, a), (key_b, b) in zip(plain, occluded):
+    assert key == key_b
+    for name in ("pose_3d", "pose_2d", "box", "crop_box"):
+      np.testing.assert_array_equal(a[name], b[name])
+  # Per frame: the share of pixels an occluder repainted (beyond JPEG noise).
+  hidden = np.array([(np.abs(x - y).sum(-1) > 60).mean()
+                     for x, y in zip(_images(plain), _images(occluded))])
+  assert (hidden > 0.02).mean() > 0.3  # Something passes in front in many frames,
+  assert (hidden < 0.005).any()        # not in all of them,
+  assert hidden.max() < 0.5            # and never hides the whole crop.
+  # The same draws again; none at all when there are no occluders.
+  again = sequences.film(_spec("S1", "Walking", num_frames=24, num_occluders=3))
+  assert [e["image"] for _, e in again] == [e["image"] for _, e in occluded]
+  assert render.sample_occluders(np.random.default_rng(0), 0, 24) == []
+
+
+def test_occluders_move_across_the_crop():
+  occ, = render.sample_occluders(np.random.default_rng(3), 1, 48)
+  masks = [render.draw_occluders(np.zeros((64, 64, 3), np.uint8), [occ], t).any(-1)
+           for t in range(48)]
+  seen = [t for t, m in enumerate(masks) if m.mean() > 0.01]
+  assert 5 <= len(seen) < 48
+  first, last = masks[seen[0]], masks[seen[-1]]
+  assert (first & last).mean() < 0.5 * first.mean()  # Mostly elsewhere by then.
