@@ -56,9 +56,10 @@ class LSTMCell(nn.Module):
       w_h.append(kernel)
       b_h.append(bias)
     x, h = x.astype(self.dtype), h.astype(self.dtype)
-    z = (x @ jnp.concatenate(w_x, -1).astype(self.dtype)
-         + h @ jnp.concatenate(w_h, -1).astype(self.dtype)
-         + jnp.concatenate(b_h).astype(self.dtype))
+    # Summed in Flax's order, (h W_h + b) + x W_x, so results match it bit for bit.
+    z = ((h @ jnp.concatenate(w_h, -1).astype(self.dtype)
+          + jnp.concatenate(b_h).astype(self.dtype))
+         + x @ jnp.concatenate(w_x, -1).astype(self.dtype))
     i, f, g, o = jnp.split(z, 4, axis=-1)
     new_c = nn.sigmoid(f) * c + nn.sigmoid(i) * jnp.tanh(g)
     new_h = nn.sigmoid(o) * jnp.tanh(new_c)

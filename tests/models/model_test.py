@@ -234,8 +234,8 @@ def test_cell_is_flax_optimized_lstm_cell_at_forget_bias_zero():
   for t in range(3):
     theirs, h_theirs = flax_cell.apply(params, theirs, x * (t + 1))
     ours, h_ours = cell.apply(params, ours, x * (t + 1))
-    np.testing.assert_allclose(h_ours, h_theirs, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(ours[0], theirs[0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(h_ours, h_theirs)
+    np.testing.assert_array_equal(ours[0], theirs[0])
 
 
 def test_forget_bias_starts_every_stage_forget_gate():
