@@ -76,7 +76,8 @@ class RPSM(nn.Module):
           [adapted, pose.astype(adapted.dtype)], axis=-1)
       pose, carry = PoseRecurrent3D(
           self.num_joints, self.lstm_units, self.temporal, self.dtype, self.initializer,
-          self.lstm_forget_bias, name=f"stage{k}_recurrent")(inputs, None if carries is None else carries[k - 1])
+          self.lstm_forget_bias, name=f"stage{k}_recurrent")(
+              inputs, None if carries is None else carries[k - 1])
       poses.append(pose.reshape(b, t, self.num_joints, 3))
       new_carries.append(carry)
     out = jnp.stack(poses).astype(jnp.float32)
