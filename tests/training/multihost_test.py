@@ -2,8 +2,8 @@
 train steps, checkpoints across process counts, preemption, and evaluation.
 
 Every run trains the tiny config for 8 steps (checkpoints every 2, evaluations at 4 and 8)
-and is compared with one process on one device: parameters and Adam's moments to 1e-5, and
-the evaluation's numbers.
+and is compared with one process on one device: parameters and Adam's moments to 1e-4
+(float32 summation order; see _assert_same_state), and the evaluation's numbers.
 """
 
 import os
@@ -73,10 +73,19 @@ def _saved(workdir, step):
 
 
 def _assert_same_state(a, b):
+  """Equal up to float32 summation order, per leaf.
+
+  Other device counts sum each gradient in another order; after 8 steps that moved an Adam
+  moment by 2.1e-5 of its value (2-core AVX-512 Xeon; an earlier case on an AVX2 EPYC:
+  1.2e-5). What the tests guard against (a wrong batch split, mean or process order) feeds
+  the steps other examples, which moves the moments by the order of their own size.
+  """
   la, lb = jax.tree_util.tree_leaves_with_path(a), jax.tree_util.tree_leaves_with_path(b)
   assert [p for p, _ in la] == [p for p, _ in lb]
   for (path, x), (_, y) in zip(la, lb):
-    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-5,
+    x, y = np.asarray(x), np.asarray(y)
+    scale = float(np.max(np.abs(x))) if x.size else 0.0
+    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6 + 1e-5 * scale,
                                err_msg=jax.tree_util.keystr(path))
 
 
