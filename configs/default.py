@@ -73,6 +73,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.warmup_steps = 0
   config.optimizer.end_learning_rate_factor = 0.0  # cosine ends at lr * this
   config.optimizer.grad_clip_norm = 0.0       # 0 = no clipping
+  # The trunk (params['trunk']) learns at this times the rate: < 1 fine-tunes a pretrained
+  # trunk gently (config.model.trunk_init); ignored when config.model.freeze_trunk.
+  config.optimizer.trunk_learning_rate_factor = 1.0
 
   config.batch_size = 8                       # global, in clips
   # global: jit over a mesh of all processes' devices (batch split, state replicated);

@@ -62,6 +62,9 @@ def check(config, num_devices: int = 1) -> None:
   need(o.schedule in SCHEDULES, f"config.optimizer.schedule must be one of {SCHEDULES}, "
        f"got {o.schedule!r}")
   need(o.learning_rate > 0, "config.optimizer.learning_rate must be > 0")
+  need(o.get("trunk_learning_rate_factor", 1.0) > 0, "config.optimizer."
+       "trunk_learning_rate_factor must be > 0 (config.model.freeze_trunk freezes), got "
+       f"{o.get('trunk_learning_rate_factor')}")
   need(config.batch_size >= 1, f"config.batch_size must be >= 1, got {config.batch_size}")
   need(config.batch_size % num_devices == 0, f"config.batch_size={config.batch_size} "
        f"does not split over {num_devices} devices")

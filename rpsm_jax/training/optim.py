@@ -1,5 +1,6 @@
 """Optimisers and learning-rate schedules from `config.optimizer`."""
 
+import jax
 import optax
 
 OPTIMIZERS = ("adam_l2", "adamw", "adam")
@@ -43,4 +44,15 @@ def create_optimizer(opt_config, num_steps: int):
                      f"got {opt_config.name!r}")
   clip = [optax.clip_by_global_norm(opt_config.grad_clip_norm)] if (
       opt_config.grad_clip_norm > 0) else []
-  return optax.chain(*clip, *core), schedule
+  factor = opt_config.get("trunk_learning_rate_factor", 1.0)
+  scale = [scale_trunk_updates(factor)] if factor != 1.0 else []
+  return optax.chain(*clip, *core, *scale), schedule
+
+
+def scale_trunk_updates(factor: float) -> optax.GradientTransformation:
+  """Multiplies the updates under the top-level key 'trunk' by `factor`; stateless."""
+  def update(updates, state, params=None):
+    del params
+    return {k: (jax.tree_util.tree_map(lambda u: u * factor, v) if k == "trunk" else v)
+            for k, v in updates.items()}, state
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)

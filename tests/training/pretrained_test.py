@@ -10,6 +10,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -21,6 +22,7 @@ except ImportError:  # No CPU torch wheel beyond Python 3.11 here: those tests s
   torch = F = None
 
 from rpsm_jax.training import checkpoints
+from rpsm_jax.training import optim
 from rpsm_jax.training import pretrained
 from rpsm_jax.training import train
 from rpsm_jax.models.trunk import Pose2DTrunk
@@ -182,3 +184,24 @@ def test_frozen_trunk_gets_zero_updates():
   updates, _ = tx.update(grads, tx.init(params), params)
   assert not jnp.any(updates["trunk"]["conv1_1"]["conv"]["kernel"])
   assert jnp.all(updates["stage1_pose2d"]["conv"]["kernel"] < 0)
+
+
+def test_trunk_learning_rate_factor_scales_only_the_trunk():
+  params = {"trunk": {"conv1_1": {"kernel": jnp.ones((3, 3, 3, 8))}},
+            "stage1_pose2d": {"conv": {"kernel": jnp.ones((3, 3, 8, 8))}}}
+  grads = jax.tree_util.tree_map(lambda p: jnp.full_like(p, 0.5), params)
+
+  def first_updates(factor):
+    opt = ml_collections.ConfigDict(dict(
+        name="adam_l2", learning_rate=1e-2, weight_decay=1e-4, schedule="constant",
+        warmup_steps=0, end_learning_rate_factor=0.0, grad_clip_norm=0.0,
+        trunk_learning_rate_factor=factor))
+    tx, _ = optim.create_optimizer(opt, 10)
+    return tx.update(grads, tx.init(params), params)[0]
+
+  base, slow = first_updates(1.0), first_updates(0.1)
+  np.testing.assert_allclose(slow["trunk"]["conv1_1"]["kernel"],
+                             0.1 * base["trunk"]["conv1_1"]["kernel"], rtol=1e-6)
+  np.testing.assert_array_equal(slow["stage1_pose2d"]["conv"]["kernel"],
+                                base["stage1_pose2d"]["conv"]["kernel"])
+  assert jnp.all(base["trunk"]["conv1_1"]["kernel"] < 0)
