@@ -49,6 +49,9 @@ def get_config() -> ml_collections.ConfigDict:
   # through a clip while training starts).
   config.model.lstm_forget_bias = 0.0
   config.model.share_2d = False               # one set of 2D layers for all stages
+  # Stage k > 1 predicts a correction to stage k-1's pose (read-out starting at zero);
+  # not in the paper: an option for when later stages do not refine (README Ablations).
+  config.model.residual_stages = False
   config.model.remat_trunk = False
   config.model.dtype = "float32"              # compute dtype: float32 | bfloat16
   # Convolutions (rpsm_jax/convolution.py): auto (CPUs: oneDNN where libdnnl-dev is

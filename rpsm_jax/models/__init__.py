@@ -36,6 +36,7 @@ def create_model(model_config, convolution: Optional[Convolution] = None) -> RPS
       lstm_units=model_config.lstm_units,
       lstm_forget_bias=model_config.get("lstm_forget_bias", 0.0),
       share_2d=model_config.share_2d,
+      residual_stages=model_config.get("residual_stages", False),
       remat_trunk=model_config.remat_trunk,
       initializer=model_config.initializer,
       conv=convolution,

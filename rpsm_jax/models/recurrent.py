@@ -78,6 +78,7 @@ class PoseRecurrent3D(nn.Module):
   zero at the start of each clip unless `carry` is given (streaming). `dense`: the paper's
   seq_1 ablation, a Dense layer of `units` + ReLU with no dependency across frames.
   forget_bias: the LSTM forget gate's initial bias (LSTMCell).
+  zero_readout: the pose read-out's kernel starts at zero (a residual stage, RPSM).
   Input (B, T, D); output (B, T, num_joints * 3) in normalised coordinates, and the final
   LSTM carry ((B, units), (B, units)) (None for `dense`).
   """
@@ -87,6 +88,7 @@ class PoseRecurrent3D(nn.Module):
   dtype: Any = jnp.float32
   initializer: str = "he"
   forget_bias: float = 0.0
+  zero_readout: bool = False
 
   @nn.compact
   def __call__(self, x, carry: Optional[tuple] = None):
@@ -100,7 +102,8 @@ class PoseRecurrent3D(nn.Module):
       carry = None
     else:
       raise ValueError(f"model.temporal must be one of {TEMPORAL}, got {self.temporal!r}")
-    out = nn.Dense(self.num_joints * 3, dtype=self.dtype, kernel_init=output_init,
+    kernel_init = nn.initializers.zeros_init() if self.zero_readout else output_init
+    out = nn.Dense(self.num_joints * 3, dtype=self.dtype, kernel_init=kernel_init,
                    name="pose")(h)
     return out, carry
 

@@ -20,7 +20,9 @@ class RPSM(nn.Module):
   k > 1), feature adaption and LSTM + read-out (input: adapted features, plus stage k-1's
   pose for k > 1). With `share_2d` one set of 2D layers serves every stage (the paper's
   sharing ablation); stage 1 then sees zeros in place of the previous 2D features so every
-  stage has the same input width.
+  stage has the same input width. With `residual_stages` stage k > 1 outputs stage k-1's
+  pose plus its read-out, whose kernel starts at zero: each later stage starts as the
+  identity of the one before and learns a correction (not in the paper; an option).
 
   Attributes mirror `config.model` (see configs/default.py).
   """
@@ -33,6 +35,7 @@ class RPSM(nn.Module):
   lstm_units: int = 1024
   lstm_forget_bias: float = 0.0
   share_2d: bool = False
+  residual_stages: bool = False
   remat_trunk: bool = False
   dtype: Any = jnp.float32
   initializer: str = "he"
@@ -74,10 +77,12 @@ class RPSM(nn.Module):
       adapted = adapted.reshape(b, t, -1)
       inputs = adapted if pose is None else jnp.concatenate(
           [adapted, pose.astype(adapted.dtype)], axis=-1)
-      pose, carry = PoseRecurrent3D(
+      residual = self.residual_stages and pose is not None
+      out, carry = PoseRecurrent3D(
           self.num_joints, self.lstm_units, self.temporal, self.dtype, self.initializer,
-          self.lstm_forget_bias, name=f"stage{k}_recurrent")(
+          self.lstm_forget_bias, zero_readout=residual, name=f"stage{k}_recurrent")(
               inputs, None if carries is None else carries[k - 1])
+      pose = pose + out if residual else out
       poses.append(pose.reshape(b, t, self.num_joints, 3))
       new_carries.append(carry)
     out = jnp.stack(poses).astype(jnp.float32)

@@ -167,7 +167,7 @@ class TorchRPSM(nn.Module):
                temporal: str = "lstm", lstm_units: int = 1024, share_2d: bool = False,
                remat_trunk: bool = False, dtype: str = "float32",
                channels_last: bool = False, initializer: str = "he",
-               lstm_forget_bias: float = 0.0):
+               lstm_forget_bias: float = 0.0, residual_stages: bool = False):
     super().__init__()
     if dtype not in _DTYPES:
       raise ValueError(f"config.model.dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
@@ -177,6 +177,7 @@ class TorchRPSM(nn.Module):
     self.channels_last = channels_last
     self.initializer = initializer
     self.lstm_forget_bias = lstm_forget_bias
+    self.residual_stages = residual_stages
 
     self.trunk = Pose2DTrunk(width)
     shared_ch = self.trunk.out_channels
@@ -207,7 +208,8 @@ class TorchRPSM(nn.Module):
                share_2d=model_config.share_2d, remat_trunk=model_config.remat_trunk,
                dtype=model_config.dtype, channels_last=channels_last,
                initializer=model_config.initializer,
-               lstm_forget_bias=model_config.get("lstm_forget_bias", 0.0))
+               lstm_forget_bias=model_config.get("lstm_forget_bias", 0.0),
+               residual_stages=model_config.get("residual_stages", False))
 
   @torch.no_grad()
   def reset_parameters(self):
@@ -217,6 +219,7 @@ class TorchRPSM(nn.Module):
     Flax's) or Xavier uniform ("xavier"); pose read-outs: Xavier uniform; zero biases. LSTM: per
     gate, truncated LeCun normal input kernels and orthogonal recurrent kernels, zero biases
     but the forget gate's, lstm_forget_bias (on b_hh: Flax's bias is b_ih + b_hh).
+    With residual_stages the read-outs of stages k > 1 start at zero.
     """
     if self.initializer not in ("he", "xavier"):
       raise ValueError("config.model.initializer must be one of ('he', 'xavier'), "
@@ -242,6 +245,9 @@ class TorchRPSM(nn.Module):
         nn.init.zeros_(m.bias_ih_l0)
         nn.init.zeros_(m.bias_hh_l0)
         m.bias_hh_l0[units:2 * units] = self.lstm_forget_bias
+    if self.residual_stages:
+      for stage in self.stages[1:]:
+        nn.init.zeros_(stage.recurrent.pose.weight)
 
   def forward(self, frames, states: Optional[Sequence] = None,
               return_states: bool = False):
@@ -267,7 +273,8 @@ class TorchRPSM(nn.Module):
         adapted = stage.adaption(feats_2d).reshape(b, t, -1)
         inputs = adapted if pose is None else torch.cat(
             [adapted, pose.to(adapted.dtype)], dim=-1)
-        pose, state = stage.recurrent(inputs, None if states is None else states[k])
+        out, state = stage.recurrent(inputs, None if states is None else states[k])
+        pose = pose + out if self.residual_stages and pose is not None else out
         poses.append(pose.reshape(b, t, self.num_joints, 3))
         new_states.append(state)
     out = torch.stack(poses).float()

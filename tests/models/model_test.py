@@ -249,3 +249,17 @@ def test_forget_bias_starts_every_stage_forget_gate():
     np.testing.assert_array_equal(lstm["hf"]["bias"], 1.0)
     for gate in ("hi", "hg", "ho"):
       np.testing.assert_array_equal(lstm[gate]["bias"], 0.0)
+
+
+def test_residual_stages_start_as_the_identity_of_stage_one():
+  config = small_config(num_stages=3, residual_stages=True)
+  model, params, x = init(config)
+  for k in (2, 3):
+    np.testing.assert_array_equal(params[f"stage{k}_recurrent"]["pose"]["kernel"], 0.0)
+  poses = model.apply({"params": params}, x)
+  assert float(jnp.abs(poses[0]).max()) > 0
+  np.testing.assert_array_equal(poses[1], poses[0])
+  np.testing.assert_array_equal(poses[2], poses[0])
+  # Later stages still learn: the zero read-out gets a gradient, so stage 3 can move.
+  grads = jax.grad(lambda p: (model.apply({"params": p}, x)[2] ** 2).sum())(params)
+  assert float(jnp.abs(grads["stage3_recurrent"]["pose"]["kernel"]).max()) > 0

@@ -91,8 +91,9 @@ def sse(poses, target):
     dict(num_stages=3, adaption="official", temporal="lstm", num_joints=14),
     dict(num_stages=3, adaption="paper", temporal="dense"),
     dict(num_stages=3, adaption="official", temporal="lstm", share_2d=True),
+    dict(num_stages=3, adaption="paper", temporal="lstm", residual_stages=True),
 ], ids=["k1-paper-lstm", "k3-paper-lstm", "k3-official-lstm-p14", "k3-paper-dense",
-        "k3-official-lstm-shared2d"])
+        "k3-official-lstm-shared2d", "k3-paper-lstm-residual"])
 def test_forward_loss_and_adam_step_match(model_kwargs):
   config = small_config(**model_kwargs)
   frames, target = _inputs(config)
@@ -223,3 +224,11 @@ def test_fresh_models_share_the_lstm_forget_bias():
     np.testing.assert_array_equal(lstm["hf"]["bias"], 1.0)
     for gate in ("hi", "hg", "ho"):
       np.testing.assert_array_equal(lstm[gate]["bias"], 0.0)
+
+
+def test_fresh_residual_models_start_later_read_outs_at_zero():
+  config = small_config(residual_stages=True, num_stages=3)
+  params = torch_port.torch_to_flax(torch_port.TorchRPSM.from_config(config))
+  assert np.abs(params["stage1_recurrent"]["pose"]["kernel"]).max() > 0
+  for k in (2, 3):
+    np.testing.assert_array_equal(params[f"stage{k}_recurrent"]["pose"]["kernel"], 0.0)
