@@ -19,6 +19,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.train_split = "train"
   config.dataset.eval_split = "test"
   config.dataset.root_joint = 0               # targets are relative to this joint (pelvis)
+  # Training labels with every bone set to the training split's mean length, direction
+  # kept, as the authors' code does; evaluation always scores the true poses.
+  config.dataset.rescale_train_bones = False
   config.dataset.num_workers = 2              # threads decoding/augmenting frames
   # A training record that cannot be read: stop (naming dataset, split, record and file)
   # | skip (count it; its frame is replaced by the nearest readable frame of its sequence).

@@ -22,6 +22,45 @@ def root_relative(pose_3d, root_joint: int):
   return pose_3d - pose_3d[..., root, None, :]
 
 
+def _parent_first_order(parents) -> list[int]:
+  """Joint indices ordered so that every joint comes after its parent."""
+  order, placed = [], set()
+  while len(order) < len(parents):
+    ready = [j for j, q in enumerate(parents)
+             if j not in placed and (q < 0 or q in placed)]
+    if not ready:
+      raise ValueError(f"joint parents {tuple(parents)} contain a cycle")
+    order += ready
+    placed.update(ready)
+  return order
+
+
+def bone_lengths(pose_3d: np.ndarray, parents) -> np.ndarray:
+  """(..., P, 3) mm -> (..., P) length of each joint's bone to its parent (0 at roots)."""
+  parents = np.asarray(parents)
+  has_parent = parents >= 0
+  bones = pose_3d - pose_3d[..., np.where(has_parent, parents, np.arange(len(parents))), :]
+  return np.linalg.norm(bones, axis=-1)
+
+
+def rescale_bones(pose_3d: np.ndarray, parents, lengths: np.ndarray) -> np.ndarray:
+  """Every bone of (..., P, 3) poses set to lengths (P,) mm, its direction kept.
+
+  Walks the skeleton from its roots, which stay in place: the authors' code fits every
+  training label to the training set's mean bone lengths this way, so the targets do not
+  carry each subject's proportions (RPSM_REFERENCE.md, 3D labels).
+  """
+  out = np.array(pose_3d, np.float64, copy=True)
+  for j in _parent_first_order(parents):
+    q = parents[j]
+    if q < 0:
+      continue
+    bone = pose_3d[..., j, :] - pose_3d[..., q, :]
+    norm = np.linalg.norm(bone, axis=-1, keepdims=True)
+    out[..., j, :] = out[..., q, :] + bone / np.maximum(norm, 1e-6) * lengths[j]
+  return out.astype(np.asarray(pose_3d).dtype)
+
+
 # The authors feed RGB in [0, 1] minus 0.5: input = uint8 * INPUT_SCALE + INPUT_OFFSET.
 INPUT_SCALE = 1.0 / 255.0
 INPUT_OFFSET = -0.5

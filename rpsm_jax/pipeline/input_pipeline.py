@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 
+from rpsm_jax import joints
 from rpsm_jax import poses
 from rpsm_jax import workdir as workdir_lib
 from rpsm_jax.pipeline import datasets
@@ -504,6 +505,24 @@ def load_normalization(workdir: Optional[str], train_index: SplitIndex,
   return norm
 
 
+def with_mean_bones(index: SplitIndex) -> SplitIndex:
+  """The split with every pose's bones set to the split's mean bone lengths.
+
+  For config.dataset.rescale_train_bones (the authors' training labels): the targets then
+  hold one skeleton's proportions, not each training subject's, which the model could only
+  learn to tell apart by the subjects' looks.
+  """
+  parents = joints.parents(index.num_joints)
+  if all(q < 0 for q in parents):
+    raise ValueError(f"config.dataset.rescale_train_bones: no skeleton is known for "
+                     f"{index.num_joints} joints (rpsm_jax/joints.py has 17 and 14)")
+  lengths = poses.bone_lengths(index.pose_3d, parents).mean(0)
+  logging.info("Training labels rescaled to the training split's mean bone lengths "
+               "(mm, per joint): %s", [round(float(x), 1) for x in lengths])
+  return dataclasses.replace(
+      index, pose_3d=poses.rescale_bones(index.pose_3d, parents, lengths))
+
+
 def create_pipeline(config, workdir: Optional[str] = None,
                     shard: tuple[int, int] = (0, 1)) -> Pipeline:
   """Builds the training and evaluation loaders from `config` (see configs/default.py).
@@ -522,6 +541,8 @@ def create_pipeline(config, workdir: Optional[str] = None,
   if not 0 <= config.dataset.root_joint < train_index.num_joints:
     raise ValueError(f"config.dataset.root_joint={config.dataset.root_joint} is not a joint "
                      f"index (P={train_index.num_joints})")
+  if config.dataset.get("rescale_train_bones", False):
+    train_index = with_mean_bones(train_index)
   norm = load_normalization(workdir, train_index, config.dataset.root_joint)
   common = dict(input_size=config.model.input_size, seed=config.seed,
                 num_workers=config.dataset.num_workers)

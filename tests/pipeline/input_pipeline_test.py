@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from rpsm_jax import joints
 from rpsm_jax import poses
 from rpsm_jax.pipeline import datasets
 from rpsm_jax.pipeline import input_pipeline as ip
@@ -165,3 +166,43 @@ def test_host_shards_partition_the_global_batch(pipeline, tiny_config, tmp_path)
     for key, value in whole.items():
       np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), value,
                                     err_msg=f"{name} {key}")
+
+
+def test_rescale_bones_sets_lengths_and_keeps_directions():
+  rng = np.random.default_rng(0)
+  parents = joints.H36M_PARENTS
+  pose = rng.normal(0, 200, (6, 17, 3)).astype(np.float32)
+  lengths = rng.uniform(50, 500, 17).astype(np.float32)
+  lengths[0] = 0
+  out = poses.rescale_bones(pose, parents, lengths)
+  assert out.dtype == pose.dtype
+  np.testing.assert_allclose(out[:, 0], pose[:, 0])                  # the root stays
+  np.testing.assert_allclose(poses.bone_lengths(out, parents)[:, 1:],
+                             np.broadcast_to(lengths[1:], (6, 16)), rtol=1e-4)
+  for j in range(1, 17):
+    q = parents[j]
+    a, b = pose[:, j] - pose[:, q], out[:, j] - out[:, q]
+    cos = np.sum(a * b, -1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+    np.testing.assert_allclose(cos, 1.0, atol=1e-5)
+  # Joints listed before their parents (HumanEva's order: the neck, joint 13, is the root).
+  he = poses.rescale_bones(pose[:, :14], joints.HUMANEVA_PARENTS, lengths[:14])
+  np.testing.assert_allclose(poses.bone_lengths(he, joints.HUMANEVA_PARENTS)[:, :13],
+                             np.broadcast_to(lengths[:13], (6, 13)), rtol=1e-4)
+
+
+def test_rescale_train_bones_changes_training_labels_only(tiny_config, tmp_path):
+  plain = ip.create_pipeline(tiny_config, str(tmp_path / "plain"))
+  tiny_config.dataset.rescale_train_bones = True
+  fitted = ip.create_pipeline(tiny_config, str(tmp_path / "fitted"))
+  parents = joints.H36M_PARENTS
+  before = poses.bone_lengths(plain.train_index.pose_3d, parents)
+  after = poses.bone_lengths(fitted.train_index.pose_3d, parents)
+  assert before[:, 1:].std(0).max() > 1.0        # the tiny subjects differ in proportions
+  np.testing.assert_allclose(after, np.broadcast_to(before.mean(0), after.shape), rtol=1e-4)
+  # Statistics follow the labels the model is trained on; evaluation keeps the true poses.
+  np.testing.assert_allclose(fitted.norm.mean_pose, poses.root_relative(
+      fitted.train_index.pose_3d, 0).mean(0), atol=1e-3)
+  np.testing.assert_array_equal(fitted.eval_index.pose_3d, plain.eval_index.pose_3d)
+  np.testing.assert_array_equal(fitted.eval.batch(0)["pose_3d_mm"],
+                                plain.eval.batch(0)["pose_3d_mm"])
+  assert not np.allclose(fitted.train.batch(0)["pose_3d"], plain.train.batch(0)["pose_3d"])
