@@ -39,6 +39,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.augment.scale_max = 1.1
   config.augment.per_clip_probability = 1.0   # fraction of training clips augmented
 
+  # With the trunk frozen: run it once on this many augmented renderings of every
+  # training frame and train from those features (training/trunk_cache.py); 0 = run the
+  # trunk on fresh frames every step.
+  config.trunk_cache_copies = 0
+
   config.model = ml_collections.ConfigDict()
   config.model.num_stages = 3                 # K
   config.model.num_joints = 17                # P

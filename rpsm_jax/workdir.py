@@ -148,7 +148,8 @@ def restore_params(checkpoint_dir: str, abstract_params: Optional[Any] = None) -
 # arrays), the data it sees, or the seed that fixes batches and augmentation. Paths, worker
 # counts, the convolution implementation and policies may change between restarts.
 _RESUME_FIELDS = ("seed", "model", "dataset", "clip_length", "clip_stride", "frame_step",
-                  "augment", "batch_size", "loss_stage_weights", "optimizer.name")
+                  "augment", "trunk_cache_copies", "batch_size", "loss_stage_weights",
+                  "optimizer.name")
 _FREE_FIELDS = ("model.conv_algorithm", "model.winograd_tile", "model.remat_trunk",
                 "model.trunk_init", "dataset.data_dir", "dataset.manual_dir",
                 "dataset.build_if_missing", "dataset.num_workers",

@@ -8,11 +8,11 @@ from rpsm_jax.models.adaption import FeatureAdaption
 from rpsm_jax.models.layers import Convolution
 from rpsm_jax.models.pose2d import StagePose2D
 from rpsm_jax.models.recurrent import PoseRecurrent3D, zero_carry
-from rpsm_jax.models.rpsm import RPSM
+from rpsm_jax.models.rpsm import RPSM, trunk_of
 from rpsm_jax.models.trunk import Pose2DTrunk
 
 __all__ = ["Convolution", "DTYPES", "FeatureAdaption", "Pose2DTrunk", "PoseRecurrent3D", "RPSM",
-           "StagePose2D", "create_model", "zero_carry"]
+           "StagePose2D", "create_model", "trunk_of", "zero_carry"]
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 

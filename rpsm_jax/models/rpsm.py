@@ -43,23 +43,31 @@ class RPSM(nn.Module):
 
   @nn.compact
   def __call__(self, frames, carries: Optional[Sequence[tuple]] = None,
-               return_carries: bool = False):
+               return_carries: bool = False, trunk_features=None):
     """Runs all stages on a batch of clips.
 
     Args:
-      frames: (B, T, H, W, 3) images, RGB in [0, 1] minus 0.5 as the authors feed them.
+      frames: (B, T, H, W, 3) images, RGB in [0, 1] minus 0.5 as the authors feed them;
+        None when `trunk_features` is given.
       carries: optional per-stage LSTM states from the previous clip of a stream; None
         starts every clip from zero state (training and evaluation).
       return_carries: also return the per-stage final LSTM states.
+      trunk_features: optional (B, T, H/8, W/8, C) output of the trunk (`trunk_of`) for
+        these frames, computed earlier (a frozen trunk's cache, training/trunk_cache.py):
+        the trunk is not run.
 
     Returns:
       (K, B, T, num_joints, 3) float32 poses of every stage in normalised coordinates, and
       the list of per-stage carries when `return_carries`.
     """
-    b, t = frames.shape[:2]
-    x = frames.reshape((b * t,) + frames.shape[2:]).astype(self.dtype)
-    trunk = nn.remat(Pose2DTrunk) if self.remat_trunk else Pose2DTrunk
-    shared = trunk(self.width, self.dtype, self.initializer, self.conv, name="trunk")(x)
+    if trunk_features is not None:
+      b, t = trunk_features.shape[:2]
+      shared = trunk_features.reshape((b * t,) + trunk_features.shape[2:]).astype(self.dtype)
+    else:
+      b, t = frames.shape[:2]
+      x = frames.reshape((b * t,) + frames.shape[2:]).astype(self.dtype)
+      trunk = nn.remat(Pose2DTrunk) if self.remat_trunk else Pose2DTrunk
+      shared = trunk(self.width, self.dtype, self.initializer, self.conv, name="trunk")(x)
 
     features = scaled(128, self.width)
     shared_2d = (StagePose2D(features, self.dtype, self.initializer, self.conv,
@@ -87,3 +95,8 @@ class RPSM(nn.Module):
       new_carries.append(carry)
     out = jnp.stack(poses).astype(jnp.float32)
     return (out, new_carries) if return_carries else out
+
+
+def trunk_of(model: RPSM) -> Pose2DTrunk:
+  """The trunk `model` runs, on its own: apply it with params["trunk"] to (N, H, W, 3)."""
+  return Pose2DTrunk(model.width, model.dtype, model.initializer, model.conv)

@@ -362,6 +362,26 @@ class ClipLoader:
       augs += [(scales[j], tuple(shifts[j])) if on else None for j in range(t)]
     return augs
 
+  def _copies(self, step: int, t: int, copies: int) -> np.ndarray:
+    """(B_local, T) int: which cached rendering (`cached_augmentation`) each frame of this
+    host's clips of batch `step` uses; seeded like `_augmentations`."""
+    return np.stack([np.random.default_rng([self.seed, step, 2, int(row)]).integers(
+        0, copies, t) for row in self._rows()])
+
+  def cached_augmentation(self, copy: int, record: int) -> Optional[tuple]:
+    """(scale, shift) of rendering `copy` of frame `record` for a trunk cache, or None."""
+    if self.augment is None:
+      return None
+    rng = np.random.default_rng([self.seed, 3, copy, int(record)])
+    scale, shift = rng.uniform(self.augment.scale_min, self.augment.scale_max), \
+        tuple(rng.uniform(0.0, 1.0, 2))
+    return (scale, shift) if rng.uniform() < self.augment.per_clip_probability else None
+
+  def render(self, records: np.ndarray, augs: Sequence[Optional[tuple]]) -> np.ndarray:
+    """(N,) records with one augmentation each -> (N, S, S, 3) uint8 model inputs."""
+    frames = self._pool.map(self._frame, records, augs)
+    return np.stack([f[0] for f in frames])
+
   def _describe(self, record: int) -> str:
     i = self.index
     return (f"{self.name}, record {record} (sequence "
@@ -416,32 +436,37 @@ class ClipLoader:
     scale, shift = aug if aug is not None else (1.0, (0.5, 0.5))
     return scale_and_crop(image, joints, self.input_size, scale, shift)
 
-  def batch(self, step: int) -> dict[str, np.ndarray]:
-    """The batch at `step` (training) or the step-th batch of the pass (evaluation)."""
+  def batch(self, step: int, cached_copies: int = 0) -> dict[str, np.ndarray]:
+    """The batch at `step` (training) or the step-th batch of the pass (evaluation).
+
+    cached_copies > 0: no images are read; "copy" (B, T) says which of that many cached
+    renderings of each frame the step uses (training/trunk_cache.py).
+    """
     ids = self._clip_ids(step)
     valid = ids >= 0
     safe = np.where(valid, ids, 0)
     records = self.clips[safe]                                   # (B, T)
     mask = self.clip_mask[safe] & valid[:, None]
     b, t = records.shape
+    rel = poses.root_relative(self.index.pose_3d[records], self.norm.root_joint)
+    targets = {
+        "pose_3d": self.norm.normalize(rel).astype(np.float32),
+        "pose_3d_mm": rel.astype(np.float32),
+        "mask": mask,
+        "record": np.where(mask, records, -1),
+    }
+    if cached_copies:
+      return dict(targets, copy=self._copies(step, t, cached_copies))
     augs = self._augmentations(step, t)
     frames = list(self._pool.map(self._frame, records.reshape(-1), augs))
     p = self.index.num_joints
     image = np.stack([f[0] for f in frames]).reshape(b, t, self.input_size,
                                                      self.input_size, 3)
     pose_2d = np.stack([f[1] for f in frames]).reshape(b, t, p, 2)
-    rel = poses.root_relative(self.index.pose_3d[records], self.norm.root_joint)
-    return {
-        "image": image,
-        "pose_3d": self.norm.normalize(rel).astype(np.float32),
-        "pose_3d_mm": rel.astype(np.float32),
-        "pose_2d": pose_2d,
-        "mask": mask,
-        "record": np.where(mask, records, -1),
-    }
+    return dict(targets, image=image, pose_2d=pose_2d)
 
   def iterate(self, start_step: int = 0, num_steps: Optional[int] = None,
-              prefetch: int = 2) -> Iterator[dict[str, np.ndarray]]:
+              prefetch: int = 2, cached_copies: int = 0) -> Iterator[dict[str, np.ndarray]]:
     """Yields batches start_step, start_step + 1, ..., assembled ahead in a thread."""
     stop = num_steps if num_steps is not None else (
         None if self.shuffle else self.num_batches)
@@ -452,7 +477,7 @@ class ClipLoader:
       step = start_step
       try:
         while not done.is_set() and (stop is None or step < stop):
-          q.put(self.batch(step))
+          q.put(self.batch(step, cached_copies))
           step += 1
         q.put(StopIteration())
       except BaseException as e:  # surfaced in the consumer with its traceback

@@ -65,6 +65,11 @@ def check(config, num_devices: int = 1) -> None:
   need(o.get("trunk_learning_rate_factor", 1.0) > 0, "config.optimizer."
        "trunk_learning_rate_factor must be > 0 (config.model.freeze_trunk freezes), got "
        f"{o.get('trunk_learning_rate_factor')}")
+  need(config.get("trunk_cache_copies", 0) >= 0, "config.trunk_cache_copies must be >= 0 "
+       f"(0: no cache), got {config.get('trunk_cache_copies')}")
+  need(config.get("trunk_cache_copies", 0) <= 1 or config.augment.enabled,
+       f"config.trunk_cache_copies={config.get('trunk_cache_copies')} with "
+       "config.augment.enabled=False would cache identical copies: use 1")
   need(config.batch_size >= 1, f"config.batch_size must be >= 1, got {config.batch_size}")
   need(config.batch_size % num_devices == 0, f"config.batch_size={config.batch_size} "
        f"does not split over {num_devices} devices")

@@ -37,11 +37,12 @@ from rpsm_jax.training import optim
 from rpsm_jax.training import pretrained
 from rpsm_jax.training import progress
 from rpsm_jax.training import run_lock
+from rpsm_jax.training import trunk_cache
 
 PMAP_AXIS = "devices"
 # What the train step needs from a batch; "stop" (one flag per device) carries a stop
 # request from any host into the step, whose max tells every host at the same step.
-_STEP_KEYS = ("image", "pose_3d", "mask")
+_STEP_KEYS = ("image", "features", "pose_3d", "mask")
 
 
 class TrainState(train_state.TrainState):
@@ -84,7 +85,8 @@ def train_step(state: TrainState, batch, *, weights, max_update_ratio: float = 0
                frozen_trunk: bool = False, axis_name: Optional[str] = None):
   """One optimiser step; returns (new_state, metrics).
 
-  batch: image (B, T, S, S, 3) uint8, pose_3d (B, T, P, 3), mask (B, T), stop (D,) float32
+  batch: image (B, T, S, S, 3) uint8 or, from a frozen trunk's cache, its features
+  (B, T, S/8, S/8, C); pose_3d (B, T, P, 3), mask (B, T), stop (D,) float32
   (1 where a host asked to stop; D devices). Under jit over the mesh B is the global batch;
   under pmap, one device's part with `axis_name` the pmapped axis. `frozen_trunk`
   (config.model.freeze_trunk, whose optimiser gives the trunk zero updates): no gradient
@@ -96,13 +98,16 @@ def train_step(state: TrainState, batch, *, weights, max_update_ratio: float = 0
   advances) and reports finite=0, so neither NaN nor blown-up parameters reach a
   checkpoint; `config.nonfinite_policy` decides on the host whether training stops.
   """
-  frames = poses.model_input(batch["image"])
   mask = batch["mask"].astype(jnp.float32)
 
   def loss_fn(params):
     if frozen_trunk:
       params = dict(params, trunk=jax.lax.stop_gradient(params["trunk"]))
-    predicted = state.apply_fn({"params": params}, frames)
+    if "features" in batch:
+      predicted = state.apply_fn({"params": params}, None,
+                                 trunk_features=batch["features"])
+    else:
+      predicted = state.apply_fn({"params": params}, poses.model_input(batch["image"]))
     return pose_loss(predicted, batch["pose_3d"], mask, weights)
 
   (loss, per_stage), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -158,6 +163,16 @@ def create_train_state(config, model, tx, rng, mesh=None) -> TrainState:
   if mesh is None:
     return jax.jit(init)(rng)
   return jax.jit(init, out_shardings=parallel.replicated(mesh))(rng)
+
+
+def cached_copies(config) -> int:
+  """config.trunk_cache_copies where the trunk is frozen, else 0 (logged)."""
+  copies = int(config.get("trunk_cache_copies", 0))
+  if copies and not config.model.freeze_trunk:
+    logging.info("config.trunk_cache_copies=%d ignored: the trunk trains, so it runs "
+                 "every step", copies)
+    return 0
+  return copies
 
 
 class NonFiniteError(FloatingPointError):
@@ -225,6 +240,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
   if jax.process_index() == 0:
     workdir_lib.save_config(config, workdir)
 
+  copies = cached_copies(config)
+  cache = (trunk_cache.TrunkCache.build(model, parallel.gather(state.params)["trunk"],
+                                        pipe.train, copies) if copies else None)
   step_fn = compile_train_step(config, mesh)
   if pmapped:
     state = parallel.to_pmap(state)
@@ -247,11 +265,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
     checked = len(history)
     return count
 
-  batches = pipe.train.iterate(start_step=start, num_steps=total)
+  batches = pipe.train.iterate(start_step=start, num_steps=total, cached_copies=copies)
   with _StopOnSignals() as stop:
     try:
       for step in range(start, total):
-        batch = with_stop_flag(next(batches), stop.requested)
+        batch = next(batches)
+        if cache is not None:
+          batch["features"] = cache.lookup(batch["record"], batch["copy"])
+        batch = with_stop_flag(batch, stop.requested)
         if pmapped:
           batch = parallel.split_local_devices(batch)
         else:

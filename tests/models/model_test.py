@@ -263,3 +263,13 @@ def test_residual_stages_start_as_the_identity_of_stage_one():
   # Later stages still learn: the zero read-out gets a gradient, so stage 3 can move.
   grads = jax.grad(lambda p: (model.apply({"params": p}, x)[2] ** 2).sum())(params)
   assert float(jnp.abs(grads["stage3_recurrent"]["pose"]["kernel"]).max()) > 0
+
+
+def test_precomputed_trunk_features_give_the_same_poses():
+  model, params, x = init(small_config())
+  b, t = x.shape[:2]
+  shared = models.trunk_of(model).apply({"params": params["trunk"]},
+                                        x.reshape((b * t,) + x.shape[2:]))
+  out = model.apply({"params": params}, None,
+                    trunk_features=shared.reshape((b, t) + shared.shape[1:]))
+  np.testing.assert_allclose(out, model.apply({"params": params}, x), rtol=1e-5, atol=1e-6)
