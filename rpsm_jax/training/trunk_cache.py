@@ -6,7 +6,8 @@ and decoding and resizing the frames is most of the rest. The cache renders ever
 frame `copies` times, each with its own draw of config.augment (fixed per seed, copy and
 frame), runs the trunk on them once, and keeps the features in host memory; each frame of
 a training clip then uses one of its copies, drawn per step. Augmentation therefore varies
-over `copies` draws per frame instead of a fresh draw each time the frame is seen.
+over `copies` draws per frame instead of a fresh draw each time the frame is seen (and
+config.augment.per_clip_probability applies per rendering).
 Evaluation does not use the cache: it runs the whole model on the frames.
 """
 

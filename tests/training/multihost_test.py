@@ -126,6 +126,18 @@ def test_two_processes_train_like_one(reference, tiny_data_dir, tmp_path, parall
   assert os.path.exists(os.path.join(workdir, workdir_lib.EVAL, "results.md"))
 
 
+@pytest.mark.slow
+def test_two_processes_train_like_one_from_a_trunk_cache(tiny_data_dir, tmp_path):
+  # Each process builds the whole cache and looks up its own rows of every batch.
+  flags = ("--config.model.freeze_trunk=True", "--config.trunk_cache_copies=2")
+  one, two = str(tmp_path / "one"), str(tmp_path / "two")
+  _run(_command(one, tiny_data_dir, *flags))
+  _run(_command(two, tiny_data_dir, *flags), num_processes=2)
+  for step in (4, 8):
+    _assert_same_state(_saved(one, step), _saved(two, step))
+  _assert_same_results(_results(one), _results(two))
+
+
 def _start_and_stop(command, num_processes, ready, stop):
   """Starts a run and, once ready() is true, calls stop(procs); returns exit codes."""
   procs = _start(command, num_processes, 1)
