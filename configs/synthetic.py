@@ -13,9 +13,9 @@ def get_config():
   # Bars and discs pass in front of the person: what a frame hides, its neighbours show.
   # Without them single frames already resolve the pose and the LSTM gains nothing over a
   # per-frame dense layer (S8, 1500 steps, last stage: 109.6 vs 104.8 mm); with them it
-  # is 5% below (113.3 vs 119.7 mm) on the same clips. With this recipe (trunk frozen, 3000
-  # steps) it also beats clip length 1 at the same 40 frames per step on S9/S11: 7% at one
-  # stage, 1% at three (README, "Ablations").
+  # is 5% below (113.3 vs 119.7 mm) on the same clips. With this recipe (trunk frozen and
+  # cached, 6000 steps) it also beats clip length 1 at the same 40 frames per step on
+  # S9/S11: 4.7% at one stage, 2.3% at three (README, "Ablations").
   config.dataset.builder_config = "occluded"
   config.dataset.build_if_missing = True
 
