@@ -83,8 +83,8 @@ def _poison(step_to_poison):
   """Patches ClipLoader.batch so one training step's targets hold a NaN."""
   original = ip.ClipLoader.batch
 
-  def batch(self, step):
-    out = original(self, step)
+  def batch(self, step, *args, **kwargs):
+    out = original(self, step, *args, **kwargs)
     if self.shuffle and step == step_to_poison:
       out["pose_3d"][0, 0, 0, 0] = np.nan
     return out
