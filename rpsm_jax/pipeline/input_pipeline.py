@@ -355,12 +355,15 @@ class ClipLoader:
       return [None] * (len(rows) * t)
     augs = []
     for row in rows:
-      rng = np.random.default_rng([self.seed, step, 1, int(row)])
-      scales = rng.uniform(self.augment.scale_min, self.augment.scale_max, t)
-      shifts = rng.uniform(0.0, 1.0, (t, 2))
-      on = rng.uniform() < self.augment.per_clip_probability
-      augs += [(scales[j], tuple(shifts[j])) if on else None for j in range(t)]
+      augs += self._draw(np.random.default_rng([self.seed, step, 1, int(row)]), t)
     return augs
+
+  def _draw(self, rng: np.random.Generator, t: int) -> list[Optional[tuple]]:
+    """t (scale, shift) draws from config.augment, all None with 1 - per_clip_probability."""
+    scales = rng.uniform(self.augment.scale_min, self.augment.scale_max, t)
+    shifts = rng.uniform(0.0, 1.0, (t, 2))
+    on = rng.uniform() < self.augment.per_clip_probability
+    return [(scales[j], tuple(shifts[j])) if on else None for j in range(t)]
 
   def _copies(self, step: int, t: int, copies: int) -> np.ndarray:
     """(B_local, T) int: which cached rendering (`cached_augmentation`) each frame of this
@@ -372,15 +375,14 @@ class ClipLoader:
     """(scale, shift) of rendering `copy` of frame `record` for a trunk cache, or None."""
     if self.augment is None:
       return None
-    rng = np.random.default_rng([self.seed, 3, copy, int(record)])
-    scale, shift = rng.uniform(self.augment.scale_min, self.augment.scale_max), \
-        tuple(rng.uniform(0.0, 1.0, 2))
-    return (scale, shift) if rng.uniform() < self.augment.per_clip_probability else None
+    return self._draw(np.random.default_rng([self.seed, 3, copy, int(record)]), 1)[0]
 
-  def render(self, records: np.ndarray, augs: Sequence[Optional[tuple]]) -> np.ndarray:
-    """(N,) records with one augmentation each -> (N, S, S, 3) uint8 model inputs."""
-    frames = self._pool.map(self._frame, records, augs)
-    return np.stack([f[0] for f in frames])
+  def render(self, records: np.ndarray, augs: Sequence[Optional[tuple]]
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) records with one augmentation each -> (N, S, S, 3) uint8 model inputs and
+    (N, P, 2) 2D joints in their pixels."""
+    frames = list(self._pool.map(self._frame, records, augs))
+    return np.stack([f[0] for f in frames]), np.stack([f[1] for f in frames])
 
   def _describe(self, record: int) -> str:
     i = self.index
@@ -457,13 +459,9 @@ class ClipLoader:
     }
     if cached_copies:
       return dict(targets, copy=self._copies(step, t, cached_copies))
-    augs = self._augmentations(step, t)
-    frames = list(self._pool.map(self._frame, records.reshape(-1), augs))
-    p = self.index.num_joints
-    image = np.stack([f[0] for f in frames]).reshape(b, t, self.input_size,
-                                                     self.input_size, 3)
-    pose_2d = np.stack([f[1] for f in frames]).reshape(b, t, p, 2)
-    return dict(targets, image=image, pose_2d=pose_2d)
+    image, pose_2d = self.render(records.reshape(-1), self._augmentations(step, t))
+    return dict(targets, image=image.reshape((b, t) + image.shape[1:]),
+                pose_2d=pose_2d.reshape((b, t) + pose_2d.shape[1:]))
 
   def iterate(self, start_step: int = 0, num_steps: Optional[int] = None,
               prefetch: int = 2, cached_copies: int = 0) -> Iterator[dict[str, np.ndarray]]:

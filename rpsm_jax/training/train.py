@@ -240,7 +240,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   if jax.process_index() == 0:
     workdir_lib.save_config(config, workdir)
 
-  copies = cached_copies(config)
+  # Not for a run that only re-evaluates (already at num_train_steps).
+  copies = cached_copies(config) if start < config.num_train_steps else 0
   cache = (trunk_cache.TrunkCache.build(model, parallel.gather(state.params)["trunk"],
                                         pipe.train, copies) if copies else None)
   step_fn = compile_train_step(config, mesh)

@@ -36,10 +36,6 @@ class TrunkCache:
   def __init__(self, features: np.ndarray):
     self.features = features
 
-  @property
-  def copies(self) -> int:
-    return self.features.shape[0]
-
   def lookup(self, records: np.ndarray, copy: np.ndarray) -> np.ndarray:
     """records, copy (B, T) -> (B, T, H/8, W/8, C); padded frames (record -1) get copy 0 of
     record 0 (the loss masks them)."""
@@ -73,7 +69,8 @@ class TrunkCache:
     for c in range(copies):
       for lo in range(0, n, batch_size):
         records = np.arange(lo, min(lo + batch_size, n))
-        images = loader.render(records, [loader.cached_augmentation(c, r) for r in records])
+        images, _ = loader.render(records,
+                                  [loader.cached_augmentation(c, r) for r in records])
         # Full batches only, so one compiled shape serves every call.
         padded = np.zeros((batch_size,) + images.shape[1:], images.dtype)
         padded[:len(records)] = images
