@@ -85,7 +85,8 @@ def test_auto_times_new_layers_once_and_caches_them(tmp_path, monkeypatch, caplo
   saved = json.loads((tmp_path / "choices.json").read_text())
   entry = saved["layers"][autotune.layer_key(x, w, (1, 1), PAD1, False)]
   want = {"winograd", "xla"} | ({"onednn"} if chooser.with_onednn else set())
-  assert set(entry["ms"]) == want and entry["choice"] == min(entry["ms"], key=entry["ms"].get)
+  # The stored times are rounded to 1 us, so a near tie may store equal times for both.
+  assert set(entry["ms"]) == want and entry["ms"][entry["choice"]] == min(entry["ms"].values())
   assert all(v > 0 for v in entry["ms"].values())
   assert saved["cpu"] == autotune.cpu_description()
   assert ops == {"onednn": {"ffi_call"}, "winograd": {"dot_general"},
