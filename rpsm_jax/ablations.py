@@ -17,6 +17,9 @@ config_flags.DEFINE_config_file(
 flags.DEFINE_string("workdir", None, "One folder per variant, and the tables, go here.")
 flags.DEFINE_list("variants", [], "Variants to run (default: all of "
                   "rpsm_jax.tools.ablations.VARIANTS).")
+flags.DEFINE_integer("seeds", 1, "Phase 2 runs per variant (config.seed, +1, ...); with "
+                     "more than one, the tables give means, standard deviations and "
+                     "whether each ordering exceeds twice its standard error.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -25,7 +28,8 @@ def main(argv):
     raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
   from rpsm_jax.tools import ablations  # pylint: disable=g-import-not-at-top
   distributed.initialize()   # from the environment (rpsm_jax.distributed)
-  out = ablations.run_ablations(FLAGS.config, FLAGS.workdir, FLAGS.variants or None)
+  out = ablations.run_ablations(FLAGS.config, FLAGS.workdir, FLAGS.variants or None,
+                                 FLAGS.seeds)
   if out.get("preempted"):
     logging.warning("Stopped in variant %s; rerun the same command to resume.",
                     out.get("variant"))

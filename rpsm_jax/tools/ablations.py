@@ -8,6 +8,12 @@ pretrained variant. A finished variant is skipped and an interrupted one resumes
 command can be rerun until it completes. It then writes <dir>/ablations.json,
 <dir>/ablations.md (P1/P2 per stage, the paper's P1, the orderings the paper shows and
 whether they hold) and <dir>/ablations.png (a bar chart of the last stages' P1).
+
+With `seeds` > 1 every variant also trains with config.seed + 1, ..., + seeds - 1 (in
+<dir>/<variant>_seed<s>; phase 1 stays shared, so the seeds vary phase 2's initialisation,
+clip order and augmentation draws). Rows then hold the means over seeds and the last
+stage's standard deviation, and each ordering says whether its difference exceeds twice
+its standard error: whether these runs can order the two variants at all.
 """
 
 import dataclasses
@@ -73,10 +79,12 @@ ORDERINGS = (
 )
 
 
-def variant_config(base, variant: Variant, workdir: str) -> ml_collections.ConfigDict:
-  """base with the variant's overrides, its batch sized to base's frames per step, and
-  phase 1 pointed at the shared <workdir>/pretrain2d."""
+def variant_config(base, variant: Variant, workdir: str,
+                   seed: int = 0) -> ml_collections.ConfigDict:
+  """base with the variant's overrides, its batch sized to base's frames per step, phase 1
+  pointed at the shared <workdir>/pretrain2d, and config.seed = base.seed + seed."""
   config = ml_collections.ConfigDict(base.to_dict())
+  config.seed = base.seed + seed
   frames = base.batch_size * base.clip_length
   for key, value in variant.overrides.items():
     node, _, field = key.rpartition(".")
@@ -92,6 +100,12 @@ def variant_config(base, variant: Variant, workdir: str) -> ml_collections.Confi
                                         / config.clip_length))
   config.pretrain2d.workdir = os.path.join(os.path.abspath(workdir), recipe.PRETRAIN_DIR)
   return config
+
+
+def variant_dir(workdir: str, name: str, seed: int = 0) -> str:
+  """<workdir>/<name> for seed 0 (so single-seed workdirs carry over), else
+  <workdir>/<name>_seed<seed>."""
+  return os.path.join(workdir, name if seed == 0 else f"{name}_seed{seed}")
 
 
 def _wall(vdir: str) -> float:
@@ -125,17 +139,47 @@ def summarize(variant: Variant, results: dict, wall_s: float, batch_size: int,
   }
 
 
+def over_seeds(per_seed: Sequence[dict]) -> dict:
+  """One variant's row from its seeds' rows (summarize): P1/P2 per stage averaged, the
+  last stage's P1 per seed and its sample standard deviation (None for one seed), wall
+  time summed."""
+  first = per_seed[0]
+  if len(per_seed) == 1:
+    return dict(first, seeds=1, last_mpjpe_mm_sd=None,
+                per_seed_last_mpjpe_mm=[first["last_mpjpe_mm"]])
+
+  def mean(key):
+    return {k: float(np.mean([r[key][k] for r in per_seed])) for k in first[key]}
+
+  last = [r["last_mpjpe_mm"] for r in per_seed]
+  p1, p2 = mean("mpjpe_mm"), mean("p_mpjpe_mm")
+  return dict(first, mpjpe_mm=p1, p_mpjpe_mm=p2, last_mpjpe_mm=float(np.mean(last)),
+              last_p_mpjpe_mm=p2[list(p2)[-1]], seeds=len(per_seed),
+              last_mpjpe_mm_sd=float(np.std(last, ddof=1)), per_seed_last_mpjpe_mm=last,
+              wall_s=round(sum(r["wall_s"] for r in per_seed), 1))
+
+
 def check_orderings(rows: dict) -> list[dict]:
-  """Each ordering of ORDERINGS: held (True/False) or None when a variant is missing."""
+  """Each ordering of ORDERINGS: held (True/False) or None when a variant is missing.
+
+  held compares the last stages' P1 (means over seeds). Where both variants ran several
+  seeds, se_mm is the standard error of the difference of the means, and resolved says
+  whether the difference exceeds 2 se_mm (None with one seed).
+  """
   out = []
   for text, a, b, ratio in ORDERINGS:
-    held, values = None, None
+    held, values, se, resolved = None, None, None, None
     if a in rows and b in rows:
       values = (rows[a]["last_mpjpe_mm"], rows[b]["last_mpjpe_mm"])
       held = bool(values[0] < ratio * values[1])
+      sds = [rows[v].get("last_mpjpe_mm_sd") for v in (a, b)]
+      if None not in sds:
+        se = float(np.hypot(sds[0] / np.sqrt(rows[a]["seeds"]),
+                            ratio * sds[1] / np.sqrt(rows[b]["seeds"])))
+        resolved = bool(abs(values[0] - ratio * values[1]) > 2 * se)
     paper = (BY_NAME[a].paper_mm, BY_NAME[b].paper_mm)
     out.append({"ordering": text, "variants": [a, b], "max_ratio": ratio, "mm": values,
-                "held": held, "paper_mm": paper,
+                "held": held, "se_mm": se, "resolved": resolved, "paper_mm": paper,
                 "paper_held": bool(paper[0] < ratio * paper[1])})
   return out
 
@@ -147,24 +191,35 @@ def _fmt(x) -> str:
 def markdown(rows: dict, orderings: list[dict], title: str) -> str:
   """The ablation table (P1 / P2 per stage) and the orderings, as Markdown."""
   k = max((len(r["mpjpe_mm"]) for r in rows.values()), default=0)
+  seeded = any(r.get("seeds", 1) > 1 for r in rows.values())
   head = ["variant", "paper P1"] + [f"P1 s{i}" for i in range(1, k + 1)] + [
-      f"P2 s{i}" for i in range(1, k + 1)] + ["clips x frames", "wall s"]
+      f"P2 s{i}" for i in range(1, k + 1)] + (
+          ["seeds", "last P1 sd", "last P1 per seed"] if seeded else []) + [
+              "clips x frames", "wall s"]
   lines = [f"# {title}", "", "| " + " | ".join(head) + " |",
            "|---|" + "---:|" * (len(head) - 1)]
   for name, r in rows.items():
     p1 = [r["mpjpe_mm"].get(f"stage_{i}") for i in range(1, k + 1)]
     p2 = [r["p_mpjpe_mm"].get(f"stage_{i}") for i in range(1, k + 1)]
-    lines.append(f"| {name} | {_fmt(r['paper_mm'])} | " + " | ".join(map(_fmt, p1 + p2))
-                 + f" | {r['batch_size']} x {r['clip_length']} | {_fmt(r['wall_s'])} |")
+    cells = [name, _fmt(r["paper_mm"])] + [_fmt(x) for x in p1 + p2]
+    if seeded:
+      cells += [str(r.get("seeds", 1)), _fmt(r.get("last_mpjpe_mm_sd")),
+                " / ".join(_fmt(x) for x in r.get("per_seed_last_mpjpe_mm", ()))]
+    cells += [f"{r['batch_size']} x {r['clip_length']}", _fmt(r["wall_s"])]
+    lines.append("| " + " | ".join(cells) + " |")
   base = next((r["baseline_mean_pose_mpjpe_mm"] for r in rows.values()), None)
   lines += ["", f"P1 = MPJPE, P2 = P-MPJPE, mm, action-wise averages over the evaluation "
             f"split; s<k> = stage k. Mean-pose baseline: {_fmt(base)} mm. Paper: Human3.6M "
-            "S9/S11, Table 4.", "", "| ordering (paper's effect) | ours (mm) | holds | "
-            "paper (mm) |", "|---|---|---|---|"]
+            "S9/S11, Table 4." + (" With several seeds: means over seeds; sd = the last "
+                                  "stage's sample standard deviation." if seeded else ""),
+            "", "| ordering (paper's effect) | ours (mm) | holds | "
+            + ("beyond 2 SE (SE mm) | " if seeded else "") + "paper (mm) |",
+            "|---|---|---|" + ("---|" if seeded else "") + "---|"]
+  yes_no = {None: "-", True: "yes", False: "no"}
   for o in orderings:
     ours = "not measured" if o["mm"] is None else f"{o['mm'][0]:.1f} vs {o['mm'][1]:.1f}"
-    held = {None: "-", True: "yes", False: "no"}[o["held"]]
-    lines.append(f"| {o['ordering']} | {ours} | {held} | "
+    resolved = (f"{yes_no[o['resolved']]} ({_fmt(o['se_mm'])}) | " if seeded else "")
+    lines.append(f"| {o['ordering']} | {ours} | {yes_no[o['held']]} | {resolved}"
                  f"{o['paper_mm'][0]} vs {o['paper_mm'][1]} |")
   return "\n".join(lines) + "\n"
 
@@ -203,14 +258,16 @@ def bar_chart(rows: dict, path: str, width: int = 900, bar_h: int = 16) -> None:
     raise OSError(f"could not write {path}")
 
 
-def run_ablations(base, workdir: str, variants: Optional[Sequence[str]] = None) -> dict:
+def run_ablations(base, workdir: str, variants: Optional[Sequence[str]] = None,
+                  seeds: int = 1) -> dict:
   """Trains (or resumes, or skips) every variant, then writes the tables and the chart.
 
   Args:
     base: the config every variant starts from (its budget: num_train_steps, frames per
       step batch_size x clip_length).
-    workdir: <workdir>/<variant> per variant, <workdir>/pretrain2d shared.
+    workdir: <workdir>/<variant> per variant (variant_dir), <workdir>/pretrain2d shared.
     variants: names from VARIANTS (default: all, in VARIANTS' order).
+    seeds: phase 2 runs per variant, seeded base.seed, base.seed + 1, ...
 
   Returns:
     The ablations.json content, or {"preempted": True, ...} when a signal stopped a run.
@@ -220,6 +277,8 @@ def run_ablations(base, workdir: str, variants: Optional[Sequence[str]] = None) 
   unknown = [n for n in names if n not in BY_NAME]
   if unknown:
     raise ValueError(f"unknown ablation variants {unknown}; known: {list(BY_NAME)}")
+  if seeds < 1:
+    raise ValueError(f"--seeds must be at least 1, got {seeds}")
   os.makedirs(workdir, exist_ok=True)
   rows, started = {}, time.time()
   configs = {n: variant_config(base, BY_NAME[n], workdir) for n in names}
@@ -232,22 +291,26 @@ def run_ablations(base, workdir: str, variants: Optional[Sequence[str]] = None) 
       pretrain2d.pretrain(pretrained[0], pre_dir)
       _add_wall(pre_dir, time.time() - t0)
   for name in names:
-    variant, config = BY_NAME[name], configs[name]
-    vdir = os.path.join(workdir, name)
-    results = recipe.finished_training(recipe.phase2_config(config, vdir), vdir)
-    if results is None:
-      logging.info("Ablation %s (%s) in %s", name, variant.overrides or "base config",
-                   vdir)
-      t0 = time.time()
-      results = recipe.run(config, vdir)
-      _add_wall(vdir, time.time() - t0)
-      if results.get("preempted"):
-        return {"variant": name, **results}
-    rows[name] = summarize(variant, results, _wall(vdir), config.batch_size,
-                           config.clip_length)
+    variant, per_seed = BY_NAME[name], []
+    for seed in range(seeds):
+      config = configs[name] if seed == 0 else variant_config(base, variant, workdir, seed)
+      vdir = variant_dir(workdir, name, seed)
+      results = recipe.finished_training(recipe.phase2_config(config, vdir), vdir)
+      if results is None:
+        logging.info("Ablation %s (%s), seed %d, in %s", name,
+                     variant.overrides or "base config", config.seed, vdir)
+        t0 = time.time()
+        results = recipe.run(config, vdir)
+        _add_wall(vdir, time.time() - t0)
+        if results.get("preempted"):
+          return {"variant": name, "seed": config.seed, **results}
+      per_seed.append(summarize(variant, results, _wall(vdir), config.batch_size,
+                                config.clip_length))
+    rows[name] = over_seeds(per_seed)
   orderings = check_orderings(rows)
   out = {"base_config": {"num_train_steps": base.num_train_steps,
                          "frames_per_step": base.batch_size * base.clip_length,
+                         "seeds": list(range(base.seed, base.seed + seeds)),
                          "dataset": f"{base.dataset.name}/{base.dataset.builder_config}"},
          "pretrain2d_wall_s": _wall(os.path.join(workdir, recipe.PRETRAIN_DIR)),
          "wall_s_this_run": round(time.time() - started, 1),
@@ -258,7 +321,7 @@ def run_ablations(base, workdir: str, variants: Optional[Sequence[str]] = None) 
   _write(os.path.join(workdir, RESULTS_MD), markdown(rows, orderings, title))
   bar_chart(rows, os.path.join(workdir, CHART))
   for o in orderings:
-    logging.info("%s: %s", o["ordering"], o["held"])
+    logging.info("%s: %s (beyond 2 SE: %s)", o["ordering"], o["held"], o["resolved"])
   return out
 
 
