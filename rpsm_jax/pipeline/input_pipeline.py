@@ -381,8 +381,21 @@ class ClipLoader:
              ) -> tuple[np.ndarray, np.ndarray]:
     """(N,) records with one augmentation each -> (N, S, S, 3) uint8 model inputs and
     (N, P, 2) 2D joints in their pixels."""
-    frames = list(self._pool.map(self._frame, records, augs))
-    return np.stack([f[0] for f in frames]), np.stack([f[1] for f in frames])
+    return self.render_copies(records, [augs])[0]
+
+  def render_copies(self, records: np.ndarray, augs: Sequence[Sequence[Optional[tuple]]]
+                    ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """render(records, a) for each a of `augs` (C lists of N augmentations), reading and
+    decoding each record once: C (images, joints) pairs as render returns them."""
+    def frame(record, per_copy):
+      image, joints = self._example(record)
+      return [scale_and_crop(image, joints, self.input_size,
+                             *(aug if aug is not None else (1.0, (0.5, 0.5))))
+              for aug in per_copy]
+
+    frames = list(self._pool.map(frame, records, zip(*augs)))   # N lists of C
+    return [(np.stack([f[c][0] for f in frames]), np.stack([f[c][1] for f in frames]))
+            for c in range(len(augs))]
 
   def _describe(self, record: int) -> str:
     i = self.index
@@ -424,7 +437,9 @@ class ClipLoader:
         self.skipped.add(int(other))
     raise RuntimeError(f"no readable frame left in the sequence of {self._describe(record)}")
 
-  def _frame(self, record: int, aug: Optional[tuple]):
+  def _example(self, record: int) -> tuple[np.ndarray, np.ndarray]:
+    """The stored (S, S, 3) uint8 crop and (P, 2) float32 2D joints of `record` (or of
+    its substitute under corrupt_records="skip"), checked."""
     ex = self._read(record)
     if isinstance(ex, Exception):
       ex = self._substitute(int(record), ex)
@@ -435,8 +450,7 @@ class ClipLoader:
     if joints.shape != (self.index.num_joints, 2) or not np.all(np.isfinite(joints)):
       raise ValueError(f"{self._describe(record)}: pose_2d must be finite with shape "
                        f"({self.index.num_joints}, 2), got {joints.shape}")
-    scale, shift = aug if aug is not None else (1.0, (0.5, 0.5))
-    return scale_and_crop(image, joints, self.input_size, scale, shift)
+    return image, joints
 
   def batch(self, step: int, cached_copies: int = 0) -> dict[str, np.ndarray]:
     """The batch at `step` (training) or the step-th batch of the pass (evaluation).

@@ -66,11 +66,12 @@ class TrunkCache:
           "every step")
     start = time.perf_counter()
     features = np.empty(shape, out.dtype)
-    for c in range(copies):
-      for lo in range(0, n, batch_size):
-        records = np.arange(lo, min(lo + batch_size, n))
-        images, _ = loader.render(records,
-                                  [loader.cached_augmentation(c, r) for r in records])
+    for lo in range(0, n, batch_size):
+      records = np.arange(lo, min(lo + batch_size, n))
+      # Each frame is decoded once for all its copies.
+      rendered = loader.render_copies(records, [
+          [loader.cached_augmentation(c, r) for r in records] for c in range(copies)])
+      for c, (images, _) in enumerate(rendered):
         # Full batches only, so one compiled shape serves every call.
         padded = np.zeros((batch_size,) + images.shape[1:], images.dtype)
         padded[:len(records)] = images
