@@ -79,6 +79,9 @@ class Builder(builders.BuilderMixin, tfds.core.GeneratorBasedBuilder):
       _config("occluded_4takes", "occluded with 4 takes per subject and action (take 1 is "
               "occluded's sequence): 4x the poses and frames of every subject.",
               num_occluders=3, num_takes=4),
+      _config("occluded_8takes", "occluded with 8 takes per subject and action (takes 1-4 "
+              "are occluded_4takes'): 8x the poses and frames of every subject.",
+              num_occluders=3, num_takes=8),
       _config("tiny", "For tests: 2 train / 1 test subjects, 2 actions, 2 cameras, "
               "8 frames, 64 px; builds in seconds.",
               num_train_subjects=2, num_test_subjects=1, num_actions=2, num_cameras=2,
