@@ -162,7 +162,8 @@ def _why(algorithm: str, conv: Optional[Convolution], on_cpu: bool) -> str:
     where = f"timed once per layer shape on this CPU, cached in {chooser.path}"
     if ok:
       return (f"per layer the fastest of oneDNN {onednn.version()} direct (bias and ReLU "
-              f"fused), Winograd F(m,3) (3x3/1 layers) and XLA's, {where}")
+              f"fused; OpenMP: {onednn.wait_policy()}), Winograd F(m,3) (3x3/1 layers) "
+              f"and XLA's, {where}")
     return f"per layer the faster of Winograd F(m,3) and XLA's, {where}; {why}"
   return describe(conv)
 
@@ -173,7 +174,7 @@ def describe(conv: Optional[Convolution]) -> str:
     return "lax (XLA's convolutions)"
   conv = conv.conv
   if isinstance(conv, OnednnConv):
-    return "oneDNN (bias and ReLU fused)"
+    return f"oneDNN (bias and ReLU fused; OpenMP: {onednn.wait_policy()})"
   if isinstance(conv, ChosenConv):
     names = "oneDNN, Winograd, XLA" if conv.chooser.with_onednn else "Winograd, XLA"
     return f"per layer the fastest of {names}, timed on this CPU ({_cpu_words()})"

@@ -26,6 +26,7 @@ GPUs and TPUs never take this path (rpsm_jax.cpu.convolution.make_conv only offe
 the CPU backend): the custom calls are registered for the CPU platform only.
 """
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -54,7 +55,7 @@ _SYSTEM_INCLUDE_DIRS = ("/usr/include", "/usr/local/include",
                         os.path.join(sys.prefix, "include"))
 
 _lock = threading.Lock()
-_state = {"library": None, "error": None, "install": None}
+_state = {"library": None, "error": None, "install": None, "wait_policy": None}
 
 
 def cache_dir() -> str:
@@ -175,6 +176,33 @@ def _compile(compiler: str, install: Install, target: str) -> None:
       os.remove(tmp)
 
 
+# GNU OpenMP's threads spin between parallel regions unless told otherwise. With any other
+# busy process on the cores (a second run, pytest's second worker, XLA's own threads) the
+# spinning threads take turns with the workers: on a 2-core AMD EPYC (AVX-512) two phase 2
+# runs of configs/synthetic.py at once trained at 2.7 steps/s each with the default, 19
+# with PASSIVE, against 35.7 / 32.8 for one run alone (README, "CPU convolutions").
+OPENMP_WAIT_POLICY = "PASSIVE"
+_OPENMP_USER_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+
+
+@contextlib.contextmanager
+def _openmp_wait_policy():
+  """OMP_WAIT_POLICY=OPENMP_WAIT_POLICY while libgomp loads (it reads its environment
+  once, then), unless the user set OMP_WAIT_POLICY or GOMP_SPINCOUNT; the environment is
+  restored afterwards, so child processes (the benchmark's Torch worker) see the user's."""
+  user = {v: os.environ[v] for v in _OPENMP_USER_VARIABLES if v in os.environ}
+  if user:
+    _state["wait_policy"] = "the user's " + ", ".join(f"{k}={v}" for k, v in user.items())
+    yield
+    return
+  _state["wait_policy"] = f"OMP_WAIT_POLICY={OPENMP_WAIT_POLICY}"
+  os.environ["OMP_WAIT_POLICY"] = OPENMP_WAIT_POLICY
+  try:
+    yield
+  finally:
+    del os.environ["OMP_WAIT_POLICY"]
+
+
 def load() -> ctypes.CDLL:
   """Builds (once per machine), loads and registers the FFI handlers; raises with the
   reason when that is not possible. Thread-safe; later calls return the loaded library."""
@@ -191,7 +219,8 @@ def load() -> ctypes.CDLL:
       path = _library_path(compiler, install)
       if not os.path.exists(path):
         _compile(compiler, install, path)
-      library = ctypes.CDLL(path)
+      with _openmp_wait_policy():
+        library = ctypes.CDLL(path)
       for kind, symbol in _TARGETS.items():
         jax.ffi.register_ffi_target(_PREFIX + kind, jax.ffi.pycapsule(getattr(library, symbol)),
                                     platform="cpu")
@@ -210,6 +239,12 @@ def available() -> tuple[bool, str]:
   except RuntimeError as e:
     return False, str(e)
   return True, ""
+
+
+def wait_policy() -> str:
+  """How the loaded oneDNN's OpenMP threads wait, e.g. 'OMP_WAIT_POLICY=PASSIVE'."""
+  load()
+  return _state["wait_policy"]
 
 
 def version() -> str:

@@ -4,6 +4,8 @@ import glob
 import importlib.metadata
 import logging
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -220,3 +222,28 @@ def test_build_is_cached_per_machine():
   path = onednn.load()._name  # pylint: disable=protected-access
   assert os.path.dirname(path) == onednn.cache_dir()
   assert os.path.basename(path).startswith("onednn_conv_") and os.path.exists(path)
+
+
+def _omp_settings(**env) -> str:
+  """libgomp's settings as it prints them at load (OMP_DISPLAY_ENV), in a fresh process
+  that loads oneDNN and then prints its own OMP_WAIT_POLICY."""
+  environ = {k: v for k, v in os.environ.items()
+             if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+  environ.update(env, OMP_DISPLAY_ENV="TRUE")
+  code = ("import os; from rpsm_jax.cpu import onednn; onednn.load(); "
+          "print('after load:', os.environ.get('OMP_WAIT_POLICY'), onednn.wait_policy())")
+  out = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True,
+                       text=True, timeout=300, check=True)
+  return out.stdout + out.stderr
+
+
+@needs_onednn
+def test_openmp_threads_wait_passively_unless_the_user_says_otherwise():
+  # Spinning OpenMP threads collapse throughput when other processes share the cores.
+  default = _omp_settings()
+  assert "OMP_WAIT_POLICY = 'PASSIVE'" in default
+  # Only libgomp saw it: child processes (the benchmark's Torch worker) inherit the user's.
+  assert "after load: None OMP_WAIT_POLICY=PASSIVE" in default
+  user = _omp_settings(OMP_WAIT_POLICY="active")
+  assert "OMP_WAIT_POLICY = 'ACTIVE'" in user
+  assert "after load: active the user's OMP_WAIT_POLICY=active" in user
