@@ -40,7 +40,7 @@ def get_config():
   config.batch_size = 8
   # The frozen trunk runs once, on one augmented rendering of every training frame
   # (training/trunk_cache.py): a step then takes 0.06 s instead of 0.18 on a 2-core
-  # AVX-512 Xeon, and 4x the steps fit in the time. On S8 (held out from training, same
+  # AVX-512 Xeon, and twice the steps fit in the time. On S8 (held out from training, same
   # phase-1 trunk, 1 take, 4 copies) the last stage went from 106.0 mm at 1500 steps to
   # 92.6 at 6000 (README). With 4 takes a second copy per frame gains nothing (above).
   config.trunk_cache_copies = 1

@@ -7,7 +7,8 @@ the clips of clip length 5), one 2D pretraining in <dir>/pretrain2d shared by ev
 pretrained variant. A finished variant is skipped and an interrupted one resumes, so the
 command can be rerun until it completes. It then writes <dir>/ablations.json,
 <dir>/ablations.md (P1/P2 per stage, the paper's P1, the orderings the paper shows, one of
-ours that separates temporal context from batch diversity, and whether they hold) and <dir>/ablations.png (a bar chart of the last stages' P1).
+ours that separates temporal context from batch diversity, and whether they hold) and
+<dir>/ablations.png (a bar chart of the last stages' P1).
 
 With `seeds` > 1 every variant also trains with config.seed + 1, ..., + seeds - 1 (in
 <dir>/<variant>_seed<s>; phase 1 stays shared, so the seeds vary phase 2's initialisation,
@@ -41,7 +42,7 @@ class Variant:
 
   name: its folder under the ablation workdir; overrides: dotted config fields;
   paper_mm: the paper's MPJPE (Human3.6M, S9/S11, mm), None for a variant of ours;
-  label: the paper's wording.
+  label: the paper's wording (ours where the paper has none).
   """
   name: str
   overrides: dict
