@@ -11,7 +11,7 @@ import pytest
 from configs import default, h36m, h36m_official
 from rpsm_jax import model_factory
 from rpsm_jax import models
-from rpsm_jax.models.recurrent import LSTMCell
+from rpsm_jax.models.recurrent import LSTM, LSTMCell
 from rpsm_jax.tools import summary
 
 
@@ -236,6 +236,27 @@ def test_cell_is_flax_optimized_lstm_cell_at_forget_bias_zero():
     ours, h_ours = cell.apply(params, ours, x * (t + 1))
     np.testing.assert_array_equal(h_ours, h_theirs)
     np.testing.assert_array_equal(ours[0], theirs[0])
+
+
+def test_clip_lstm_is_the_cell_stepped_over_frames():
+  # LSTM projects every frame's input ahead of its scan; same parameters, same function.
+  x = jax.random.normal(jax.random.key(1), (3, 6, 7))
+  carry = (jax.random.normal(jax.random.key(2), (3, 5)),
+           jax.random.normal(jax.random.key(3), (3, 5)))
+  lstm, cell = LSTM(5, forget_bias=1.0), LSTMCell(5, forget_bias=1.0)
+  params = lstm.init(jax.random.key(0), carry, x)
+  cell_params = cell.init(jax.random.key(0), carry, x[:, 0])
+  assert jax.tree.structure(params) == jax.tree.structure(cell_params)
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(cell_params)):
+    np.testing.assert_array_equal(a, b)
+  params = jax.tree.map(lambda p: p + 0.1, params)
+  (c, h), hs = lstm.apply(params, carry, x)
+  state = carry
+  for t in range(x.shape[1]):
+    state, h_t = cell.apply(params, state, x[:, t])
+    np.testing.assert_allclose(hs[:, t], h_t, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(c, state[0], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(h, state[1], rtol=1e-5, atol=1e-6)
 
 
 def test_forget_bias_starts_every_stage_forget_gate():
