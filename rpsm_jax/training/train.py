@@ -242,8 +242,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   # Not for a run that only re-evaluates (already at num_train_steps).
   copies = cached_copies(config) if start < config.num_train_steps else 0
+  # The trunk's frames per call in evaluation (per device), so the cache reuses them.
+  eval_frames = max(1, config.eval_batch_size * config.clip_length // jax.device_count())
   cache = (trunk_cache.TrunkCache.build(model, parallel.gather(state.params)["trunk"],
-                                        pipe.train, copies) if copies else None)
+                                        pipe.train, copies, eval_frames)
+           if copies else None)
   step_fn = compile_train_step(config, mesh)
   if pmapped:
     state = parallel.to_pmap(state)

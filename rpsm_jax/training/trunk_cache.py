@@ -44,7 +44,9 @@ class TrunkCache:
   @classmethod
   def build(cls, model: models.RPSM, trunk_params, loader, copies: int,
             batch_size: int = 64) -> "TrunkCache":
-    """Runs the trunk on `copies` renderings of every record of `loader` (a ClipLoader).
+    """Runs the trunk on `copies` renderings of every record of `loader` (a ClipLoader),
+    `batch_size` frames per call (the caller passes the frames of one evaluation batch per
+    device, so conv_algorithm=auto times the trunk's layers once for both).
 
     Raises ValueError (naming config.trunk_cache_copies) when the cache would take more
     than MEMORY_FRACTION of this machine's memory.
@@ -53,7 +55,7 @@ class TrunkCache:
     trunk = models.trunk_of(model)
     apply = jax.jit(lambda p, x: trunk.apply({"params": p}, poses.model_input(x)))
     out = jax.eval_shape(apply, trunk_params,
-                         jax.ShapeDtypeStruct((1, size, size, 3), jnp.uint8))
+                         jax.ShapeDtypeStruct((batch_size, size, size, 3), jnp.uint8))
     shape = (copies, n) + out.shape[1:]
     nbytes = int(np.prod(shape)) * np.dtype(out.dtype).itemsize
     limit = MEMORY_FRACTION * physical_memory_bytes()
@@ -66,16 +68,26 @@ class TrunkCache:
           "every step")
     start = time.perf_counter()
     features = np.empty(shape, out.dtype)
+    pending = []   # (copy, records, device array) dispatched, not yet copied out
+
+    def collect():
+      for c, records, result in pending:
+        features[c, records] = np.asarray(result)[:len(records)]
+      pending.clear()
+
     for lo in range(0, n, batch_size):
       records = np.arange(lo, min(lo + batch_size, n))
-      # Each frame is decoded once for all its copies.
+      # Each frame is decoded once for all its copies; this batch renders on the host
+      # while the trunk still runs on the previous one (dispatch is asynchronous).
       rendered = loader.render_copies(records, [
           [loader.cached_augmentation(c, r) for r in records] for c in range(copies)])
+      collect()
       for c, (images, _) in enumerate(rendered):
         # Full batches only, so one compiled shape serves every call.
         padded = np.zeros((batch_size,) + images.shape[1:], images.dtype)
         padded[:len(records)] = images
-        features[c, records] = np.asarray(apply(trunk_params, padded))[:len(records)]
+        pending.append((c, records, apply(trunk_params, padded)))
+    collect()
     logging.info("Trunk cache: %d copies x %d training frames, %s %s each (%.0f MB), "
                  "built in %.1f s; the frozen trunk does not run in training steps",
                  copies, n, shape[2:], np.dtype(out.dtype).name, nbytes / 1e6,
