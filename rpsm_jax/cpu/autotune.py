@@ -47,6 +47,13 @@ MIN_REPEATS, MAX_REPEATS, TIME_BUDGET_S = 2, 5, 1.0
 # CPUs measured (AVX2 EPYC, 40x80x80x16 3x3: 774 ms vs oneDNN 295, XLA 396; 40x40x40x32:
 # 449 vs 186, 227), and compiling it took up to 30 s on a loaded 2-core machine.
 WINOGRAD_MIN_CHANNELS = 64
+# oneDNN is not timed on layers of fewer forward FLOPs than this (XLA's or Winograd's run
+# them): alone it won such layers by ~30%, inside a step it lost them. Phase 2 of
+# configs/synthetic.py (2-core AVX-512 EPYC, 2026-12-07; stage layers of 18-147 MFLOP):
+# 27-33 steps/s with oneDNN on them as timed alone, 46-47 with XLA's. Each oneDNN call
+# hands over to its own thread and wakes its OpenMP team (about 0.5 ms a call there),
+# which the isolated timing does not see. Layers near the floor were not checked in-step.
+ONEDNN_MIN_FLOPS = 2e8
 # Multi-process runs do not time layers (Chooser.choose): oneDNN where it takes the layer,
 # the fastest on the larger layers of both CPUs measured.
 MULTI_PROCESS_CHOICE = "onednn"
@@ -91,6 +98,16 @@ def layer_key(x_shape, w_shape, strides, padding, relu: bool) -> str:
   pads = ",".join(str(p) for pair in padding for p in pair)
   return ("x".join(map(str, x_shape)) + "*" + "x".join(map(str, w_shape))
           + "/" + "x".join(map(str, strides)) + f" p{pads}" + (" relu" if relu else ""))
+
+
+def forward_flops(x_shape, w_shape, strides, padding) -> float:
+  """2 x multiply-adds of one forward call: x (N, H, W, C), w (KH, KW, C, O), padding
+  ((t, b), (l, r))."""
+  n, h, w, c = x_shape
+  kh, kw, _, o = w_shape
+  ho = (h + sum(padding[0]) - kh) // strides[0] + 1
+  wo = (w + sum(padding[1]) - kw) // strides[1] + 1
+  return 2.0 * n * ho * wo * kh * kw * c * o
 
 
 def _layer_fn(candidate: str, strides, padding, relu: bool, tile: int) -> Callable:
@@ -164,7 +181,8 @@ class Chooser:
   def candidates(self, x, w, strides, padding) -> list:
     """The implementations that can run this layer (x, w: arrays or ShapeDtypeStructs)."""
     out = []
-    if self.with_onednn and onednn.eligible(x, w, strides, padding, None, None, NHWC, 1):
+    if (self.with_onednn and onednn.eligible(x, w, strides, padding, None, None, NHWC, 1)
+        and forward_flops(x.shape, w.shape, strides, padding) >= ONEDNN_MIN_FLOPS):
       out.append("onednn")
     if (winograd.eligible(x, w, strides, padding, None, None, NHWC, 1)
         and min(w.shape[2], w.shape[3]) >= WINOGRAD_MIN_CHANNELS):
