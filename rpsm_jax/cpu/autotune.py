@@ -47,13 +47,14 @@ MIN_REPEATS, MAX_REPEATS, TIME_BUDGET_S = 2, 5, 1.0
 # CPUs measured (AVX2 EPYC, 40x80x80x16 3x3: 774 ms vs oneDNN 295, XLA 396; 40x40x40x32:
 # 449 vs 186, 227), and compiling it took up to 30 s on a loaded 2-core machine.
 WINOGRAD_MIN_CHANNELS = 64
-# oneDNN is not timed on layers of fewer forward FLOPs than this (XLA's or Winograd's run
-# them): alone it won such layers by ~30%, inside a step it lost them. Phase 2 of
-# configs/synthetic.py (2-core AVX-512 EPYC, 2026-12-07; stage layers of 18-147 MFLOP):
-# 27-33 steps/s with oneDNN on them as timed alone, 46-47 with XLA's. Each oneDNN call
-# hands over to its own thread and wakes its OpenMP team (about 0.5 ms a call there),
-# which the isolated timing does not see. Layers near the floor were not checked in-step.
-ONEDNN_MIN_FLOPS = 2e8
+# What a oneDNN call costs inside a train step beyond its time alone (each call hands over
+# to oneDNN's own thread and wakes its OpenMP team), charged 3 times (forward and both
+# gradients) against a timed layer. Estimated on a 2-core AVX-512 EPYC (2026-12-07): with
+# oneDNN on configs/synthetic.py's nine small stage layers (18-147 MFLOP, 27 calls a
+# step), where alone it won by 0.4 ms a layer, phase 2 ran 27-33 steps/s against 46-47
+# with XLA's: about 0.5 ms a call. Winning a layer by more keeps oneDNN (80x80 layers win
+# by 7-25 ms).
+ONEDNN_CALL_COST_S = 0.5e-3
 # Multi-process runs do not time layers (Chooser.choose): oneDNN where it takes the layer,
 # the fastest on the larger layers of both CPUs measured.
 MULTI_PROCESS_CHOICE = "onednn"
@@ -98,16 +99,6 @@ def layer_key(x_shape, w_shape, strides, padding, relu: bool) -> str:
   pads = ",".join(str(p) for pair in padding for p in pair)
   return ("x".join(map(str, x_shape)) + "*" + "x".join(map(str, w_shape))
           + "/" + "x".join(map(str, strides)) + f" p{pads}" + (" relu" if relu else ""))
-
-
-def forward_flops(x_shape, w_shape, strides, padding) -> float:
-  """2 x multiply-adds of one forward call: x (N, H, W, C), w (KH, KW, C, O), padding
-  ((t, b), (l, r))."""
-  n, h, w, c = x_shape
-  kh, kw, _, o = w_shape
-  ho = (h + sum(padding[0]) - kh) // strides[0] + 1
-  wo = (w + sum(padding[1]) - kw) // strides[1] + 1
-  return 2.0 * n * ho * wo * kh * kw * c * o
 
 
 def _layer_fn(candidate: str, strides, padding, relu: bool, tile: int) -> Callable:
@@ -165,6 +156,11 @@ def time_layer(candidates: Sequence[str], x_shape, w_shape, strides, padding, re
   return best
 
 
+def charge(candidate: str) -> float:
+  """Seconds added to a candidate's time alone (forward + both gradients) when choosing."""
+  return 3 * ONEDNN_CALL_COST_S if candidate == "onednn" else 0.0
+
+
 class Chooser:
   """The per-layer choice of "auto": measured once per layer and CPU, cached on disk.
 
@@ -181,8 +177,7 @@ class Chooser:
   def candidates(self, x, w, strides, padding) -> list:
     """The implementations that can run this layer (x, w: arrays or ShapeDtypeStructs)."""
     out = []
-    if (self.with_onednn and onednn.eligible(x, w, strides, padding, None, None, NHWC, 1)
-        and forward_flops(x.shape, w.shape, strides, padding) >= ONEDNN_MIN_FLOPS):
+    if self.with_onednn and onednn.eligible(x, w, strides, padding, None, None, NHWC, 1):
       out.append("onednn")
     if (winograd.eligible(x, w, strides, padding, None, None, NHWC, 1)
         and min(w.shape[2], w.shape[3]) >= WINOGRAD_MIN_CHANNELS):
@@ -228,15 +223,17 @@ class Chooser:
           candidates):
         return known["choice"]
       seconds = time_layer(candidates, x.shape, w.shape, strides, padding, relu, self.tile)
-      choice = min(seconds, key=seconds.get)
+      choice = min(seconds, key=lambda k: seconds[k] + charge(k))
       # The load average beside the timings: on a shared machine it says how far to trust
       # them (delete the file to measure again on a quieter machine).
       load = os.getloadavg()[0] if hasattr(os, "getloadavg") else -1.0
       self._choices[key] = {"choice": choice, "load": round(load, 2),
                             "ms": {k: round(v * 1e3, 3) for k, v in seconds.items()}}
       logging.info("conv_algorithm auto: %s -> %s (forward + gradients, best ms: %s; load "
-                   "%.1f)", key, choice,
-                   ", ".join(f"{k} {v * 1e3:.2f}" for k, v in seconds.items()), load)
+                   "%.1f)", key, choice, ", ".join(
+                       f"{k} {v * 1e3:.2f}" + (f" + {charge(k) * 1e3:.1f} per-call cost"
+                                               if charge(k) else "")
+                       for k, v in seconds.items()), load)
       try:
         self._write()
       except OSError as e:   # a read-only home: choices then last for this process only

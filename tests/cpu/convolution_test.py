@@ -77,7 +77,7 @@ def _no_timing(*args, **kwargs):
 
 
 def test_auto_times_new_layers_once_and_caches_them(tmp_path, monkeypatch, caplog):
-  monkeypatch.setattr(autotune, "ONEDNN_MIN_FLOPS", 0)   # a small layer, all candidates
+  monkeypatch.setattr(autotune, "ONEDNN_CALL_COST_S", 0.0)   # the fastest alone wins
   chooser = _chooser(tmp_path, {})
   auto = _auto(chooser)
   x, w = (2, 8, 8, 64), (3, 3, 64, 64)
@@ -102,20 +102,23 @@ def test_auto_times_new_layers_once_and_caches_them(tmp_path, monkeypatch, caplo
   assert _ops(_auto(autotune.Chooser(chooser.with_onednn, path=chooser.path)), x, w) == ops
 
 
-def test_small_layers_do_not_time_onednn(tmp_path):
-  # autotune.ONEDNN_MIN_FLOPS: oneDNN's per-call cost loses such layers inside a step.
+def test_auto_charges_onednn_its_per_call_cost(tmp_path, monkeypatch):
+  # autotune.ONEDNN_CALL_COST_S: a small win alone is a loss inside a step.
+  monkeypatch.setattr(autotune, "ONEDNN_CALL_COST_S", 0.5e-3)
+  timed = {}
+  monkeypatch.setattr(autotune, "time_layer", lambda names, *args, **kw: dict(timed))
   chooser = _chooser(tmp_path, {}, with_onednn=True)
-  pad2 = ((2, 2), (2, 2))
-  small = ((40, 10, 10, 64), (3, 3, 64, 32), (1, 1), PAD1)         # 147 MFLOP
-  strided = ((40, 10, 10, 32), (5, 5, 32, 32), (2, 2), pad2)        # 51 MFLOP
-  large = ((40, 80, 80, 16), (3, 3, 16, 16), (1, 1), PAD1)          # 1.2 GFLOP
-  assert autotune.forward_flops(*small) == 2 * 40 * 10 * 10 * 9 * 64 * 32
-  assert autotune.forward_flops(*strided) == 2 * 40 * 5 * 5 * 25 * 32 * 32
-  for (x, w, strides, padding), has_onednn in ((small, False), (strided, False),
-                                               (large, True)):
-    names = chooser.candidates(jax.ShapeDtypeStruct(x, "float32"),
-                               jax.ShapeDtypeStruct(w, "float32"), strides, padding)
-    assert ("onednn" in names) == has_onednn, (x, w)
+  x = jax.ShapeDtypeStruct((40, 10, 10, 32), "float32")
+  for w_shape, seconds, want in (((3, 3, 32, 32), {"onednn": 1.0e-3, "xla": 1.4e-3}, "xla"),
+                                 ((3, 3, 32, 16), {"onednn": 1.0e-3, "xla": 2.6e-3},
+                                  "onednn")):
+    timed.clear()
+    timed.update(seconds)
+    w = jax.ShapeDtypeStruct(w_shape, "float32")
+    assert chooser.choose(x, w, (1, 1), PAD1, relu=True) == want, seconds
+    entry = json.loads((tmp_path / "choices.json").read_text())["layers"][
+        autotune.layer_key(x.shape, w_shape, (1, 1), PAD1, True)]
+    assert entry["choice"] == want and entry["ms"] == {k: v * 1e3 for k, v in seconds.items()}
 
 
 def test_auto_fused_layer_matches_lax(tmp_path):
