@@ -46,7 +46,7 @@ def main(argv):
     xla_cpu.use_allocator(FLAGS.allocator)
   except RuntimeError as e:
     raise app.UsageError(str(e)) from e
-  logging.info("malloc: %s", "jemalloc" if xla_cpu.jemalloc_loaded() else "system")
+  logging.info("malloc: %s", xla_cpu.allocator_in_use())
   logs.quiet_library_logs()
   config = FLAGS.config
   if FLAGS.mode == "summary":

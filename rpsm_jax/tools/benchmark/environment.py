@@ -49,5 +49,5 @@ def environment() -> dict:
       "LD_PRELOAD": os.environ.get("LD_PRELOAD", ""),
       "MALLOC_CONF": os.environ.get("MALLOC_CONF", ""),
       "GLIBC_TUNABLES": os.environ.get("GLIBC_TUNABLES", ""),
-      "jemalloc": xla_cpu.jemalloc_loaded(),
+      "malloc": xla_cpu.allocator_in_use(),
   }

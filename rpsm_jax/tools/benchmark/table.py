@@ -18,7 +18,8 @@ def format_table(results: dict) -> str:
   c, env = results["config"], results["environment"]
   lines = [
       f"device: {env['device']} ({env['backend']}, {env['cpus_usable']} usable CPUs, "
-      f"load {_fmt(env['load_average'][0] if env['load_average'] else None, '.2f')})",
+      f"load {_fmt(env['load_average'][0] if env['load_average'] else None, '.2f')}, "
+      f"malloc {env.get('malloc', '?')})",
       f"batch: {c['batch_clips']} clips x {c['clip_length']} frames = "
       f"{c['frames_per_step']} frames/step at {c['input_size']} px, width {c['width']}",
       f"forward {results['forward_gflops_per_frame']:.3f} GFLOP/frame (XLA); train "
