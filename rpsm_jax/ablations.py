@@ -8,6 +8,7 @@ from ml_collections import config_flags
 
 import jax
 
+from rpsm_jax import command_line
 from rpsm_jax import distributed
 from rpsm_jax.cpu import xla_cpu
 
@@ -20,18 +21,14 @@ flags.DEFINE_list("variants", [], "Variants to run (default: all of "
 flags.DEFINE_integer("seeds", 1, "Phase 2 runs per variant (config.seed, +1, ...); with "
                      "more than one, the tables give means, standard deviations and "
                      "whether each ordering exceeds twice its standard error.")
-flags.DEFINE_enum("allocator", "auto", xla_cpu.ALLOCATORS, xla_cpu.ALLOCATOR_HELP)
+command_line.define_allocator_flag()
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
-  try:
-    xla_cpu.use_allocator(FLAGS.allocator)
-  except RuntimeError as e:
-    raise app.UsageError(str(e)) from e
-  logging.info("malloc: %s", xla_cpu.allocator_in_use())
+  command_line.apply_allocator_flag()
   from rpsm_jax.tools import ablations  # pylint: disable=g-import-not-at-top
   distributed.initialize()   # from the environment (rpsm_jax.distributed)
   out = ablations.run_ablations(FLAGS.config, FLAGS.workdir, FLAGS.variants or None,

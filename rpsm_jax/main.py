@@ -10,6 +10,7 @@ from ml_collections import config_flags
 
 import jax
 
+from rpsm_jax import command_line
 from rpsm_jax import distributed
 from rpsm_jax import logs
 from rpsm_jax.cpu import xla_cpu
@@ -27,7 +28,7 @@ flags.DEFINE_enum("mode", "train", _MODES,
                   "the trunk on 2D joint heatmaps (config.pretrain2d).")
 flags.DEFINE_integer("checkpoint_step", None,
                      "--mode=eval: the checkpoint step to evaluate (default: latest).")
-flags.DEFINE_enum("allocator", "auto", xla_cpu.ALLOCATORS, xla_cpu.ALLOCATOR_HELP)
+command_line.define_allocator_flag()
 flags.DEFINE_string("coordinator_address", None,
                     "Multi-process runs: host:port of process 0 (or "
                     "RPSM_COORDINATOR_ADDRESS; RPSM_DISTRIBUTED=1 detects SLURM, TPU pods, "
@@ -42,11 +43,7 @@ flags.mark_flags_as_required(["config"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
-  try:
-    xla_cpu.use_allocator(FLAGS.allocator)
-  except RuntimeError as e:
-    raise app.UsageError(str(e)) from e
-  logging.info("malloc: %s", xla_cpu.allocator_in_use())
+  command_line.apply_allocator_flag()
   logs.quiet_library_logs()
   config = FLAGS.config
   if FLAGS.mode == "summary":

@@ -227,7 +227,7 @@ def main(argv):
 
 def run():
   """The command line: `python -m rpsm_jax.streaming`."""
-  command_line.run_app(main, define_flags)
+  command_line.run_app(main, define_flags, allocator=True)
 
 
 if __name__ == "__main__":

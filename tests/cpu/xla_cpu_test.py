@@ -86,3 +86,17 @@ def test_auto_uses_glibc_tunables_without_jemalloc(monkeypatch):
   assert len(restarts) == 1
   assert "glibc.malloc.hugetlb=1" in restarts[0]["GLIBC_TUNABLES"]
   assert "LD_PRELOAD" not in restarts[0] or "jemalloc" not in restarts[0]["LD_PRELOAD"]
+
+
+@pytest.mark.skipif((xla_cpu.glibc_version() or (0, 0)) < (2, 35), reason="needs glibc >= 2.35")
+@pytest.mark.parametrize("program", ["rpsm_jax.benchmark", "rpsm_jax.predict",
+                                     "rpsm_jax.streaming"])
+def test_command_lines_apply_the_allocator_before_their_own_checks(program):
+  env = {k: v for k, v in os.environ.items()
+         if k not in ("LD_PRELOAD", "MALLOC_CONF", "GLIBC_TUNABLES", "RPSM_JAX_REEXECED")}
+  out = subprocess.run([sys.executable, "-m", program, "--allocator=glibc-tuned"], cwd=ROOT,
+                       env=env, capture_output=True, text=True, timeout=300)
+  assert out.returncode != 0   # each then stops: a required flag is missing
+  assert "is required" in out.stderr, out.stderr[-2000:]
+  assert [l.rsplit("malloc: ", 1)[1].strip() for l in out.stderr.splitlines()
+          if "malloc: " in l] == ["glibc-tuned"], out.stderr[-2000:]

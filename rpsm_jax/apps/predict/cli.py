@@ -58,4 +58,4 @@ def define_flags() -> None:
 
 def run():
   """The command line: `python -m rpsm_jax.predict`."""
-  command_line.run_app(main, define_flags)
+  command_line.run_app(main, define_flags, allocator=True)

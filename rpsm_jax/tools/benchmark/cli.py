@@ -8,7 +8,6 @@ from absl import flags
 from ml_collections import config_flags
 
 from rpsm_jax import command_line
-from rpsm_jax.cpu import xla_cpu
 from rpsm_jax.tools.benchmark import suite
 from rpsm_jax.tools.benchmark import table
 from rpsm_jax.tools.benchmark.runners import FRAMEWORKS
@@ -34,7 +33,6 @@ def define_flags() -> None:
   flags.DEFINE_bool("streaming", False, "Also run the streaming benchmark.")
   flags.DEFINE_integer("torch_threads", 0, "Torch's CPU threads (0: as many as XLA uses).")
   flags.DEFINE_integer("matmul_size", 0, "Roofline matmul side (0: 2048 CPU, 8192 GPU).")
-  flags.DEFINE_enum("allocator", "auto", xla_cpu.ALLOCATORS, xla_cpu.ALLOCATOR_HELP)
   flags.DEFINE_bool("torch_worker", True, "On CPUs, run the Torch port in a worker process "
                     "(its own OpenMP runtime and allocator state); --notorch_worker: in "
                     "this process.")
@@ -45,10 +43,6 @@ def main(argv):
     raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
   if FLAGS.config is None:
     raise app.UsageError("--config is required, e.g. --config=configs/synthetic.py")
-  try:
-    xla_cpu.use_allocator(FLAGS.allocator)
-  except RuntimeError as e:
-    raise app.UsageError(str(e)) from e
   results = suite.run_benchmark(
       FLAGS.config, FLAGS.frameworks, FLAGS.batch, FLAGS.repeats, FLAGS.steps,
       FLAGS.warmup, FLAGS.torch_compile, FLAGS.channels_last, FLAGS.pipeline,
@@ -63,5 +57,5 @@ def main(argv):
 
 def run():
   """The command line: `python -m rpsm_jax.benchmark`."""
-  command_line.run_app(main, define_flags)
+  command_line.run_app(main, define_flags, allocator=True)
 
