@@ -44,6 +44,12 @@ def get_config() -> ml_collections.ConfigDict:
   # trunk on fresh frames every step.
   config.trunk_cache_copies = 0
 
+  # --allocator=auto on a CPU without jemalloc: restart under glibc-tuned malloc
+  # (cpu/xla_cpu.py) when True. It depends on the model: on a 2-core AVX-512 EPYC it made
+  # configs/synthetic.py's train step ~20% faster, but the paper's 368 px train step 18%
+  # slower (JAX 1.16-1.19 vs 1.43-1.45 frames/s untuned; jemalloc 1.6).
+  config.cpu_glibc_tuned = False
+
   config.model = ml_collections.ConfigDict()
   config.model.num_stages = 3                 # K
   config.model.num_joints = 17                # P

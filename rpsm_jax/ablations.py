@@ -28,7 +28,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
-  command_line.apply_allocator_flag()
+  command_line.apply_allocator_flag(FLAGS.config)
   from rpsm_jax.tools import ablations  # pylint: disable=g-import-not-at-top
   distributed.initialize()   # from the environment (rpsm_jax.distributed)
   out = ablations.run_ablations(FLAGS.config, FLAGS.workdir, FLAGS.variants or None,

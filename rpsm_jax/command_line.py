@@ -15,11 +15,15 @@ def define_allocator_flag() -> None:
   flags.DEFINE_enum("allocator", "auto", xla_cpu.ALLOCATORS, xla_cpu.ALLOCATOR_HELP)
 
 
-def apply_allocator_flag() -> None:
+def apply_allocator_flag(config=None) -> None:
   """First thing in main(): may restart the program under another malloc (so nothing
-  before it should have side effects), then logs the malloc in use once."""
+  before it should have side effects), then logs the malloc in use once.
+
+  config: the run's config; its `cpu_glibc_tuned` lets "auto" use glibc-tuned malloc.
+  """
+  auto_glibc_tuned = bool(config is not None and config.get("cpu_glibc_tuned", False))
   try:
-    xla_cpu.use_allocator(flags.FLAGS.allocator)
+    xla_cpu.use_allocator(flags.FLAGS.allocator, auto_glibc_tuned)
   except RuntimeError as e:
     raise app.UsageError(str(e)) from e
   logging.info("malloc: %s", xla_cpu.allocator_in_use())
@@ -39,7 +43,7 @@ def run_app(main: Callable, define_flags: Callable[[], None], allocator: bool = 
     define_allocator_flag()
 
     def main_under_allocator(argv):
-      apply_allocator_flag()
+      apply_allocator_flag(flags.FLAGS["config"].value if "config" in flags.FLAGS else None)
       return main(argv)
     app.run(main_under_allocator)
   else:

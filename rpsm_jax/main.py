@@ -43,7 +43,7 @@ flags.mark_flags_as_required(["config"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
-  command_line.apply_allocator_flag()
+  command_line.apply_allocator_flag(FLAGS.config)
   logs.quiet_library_logs()
   config = FLAGS.config
   if FLAGS.mode == "summary":

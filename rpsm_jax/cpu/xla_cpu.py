@@ -171,7 +171,8 @@ def allocator_in_use() -> str:
 
 ALLOCATORS = ("auto", "jemalloc", "glibc-tuned", "system")
 ALLOCATOR_HELP = ("auto: when JAX will run on the CPU, restart with jemalloc preloaded if "
-                  "the system has it (apt-get install libjemalloc2), else with glibc-tuned; "
+                  "the system has it (apt-get install libjemalloc2), else with glibc-tuned "
+                  "where the config says so (config.cpu_glibc_tuned); "
                   "jemalloc: always (error if missing); glibc-tuned: glibc's malloc in "
                   "transparent huge pages, keeping freed memory (GLIBC_TUNABLES; glibc >= "
                   "2.35); system: the process's own malloc as it is.")
@@ -189,8 +190,11 @@ def _cpu_only() -> bool:
   return not any(importlib.util.find_spec(name) for name in _ACCELERATOR_PLUGINS)
 
 
-def use_allocator(choice: str) -> None:
+def use_allocator(choice: str, auto_glibc_tuned: bool = True) -> None:
   """Applies an --allocator flag (ALLOCATORS): may restart the program under another malloc.
+
+  auto_glibc_tuned: whether "auto" without jemalloc restarts under glibc-tuned (the
+  config's `cpu_glibc_tuned`: it speeds some models' steps and slows others').
 
   Call first thing in a `python -m` command line's main(). Training on the synthetic
   config ran at 3.7 vs 2.8 steps/s with jemalloc (rpsm_jax.main, 300 steps, this 2-core
@@ -206,7 +210,7 @@ def use_allocator(choice: str) -> None:
   if in_use == choice or (choice == "auto" and in_use != "system"):
     return
   if choice == "auto":
-    env = jemalloc_env() or glibc_tuned_env()
+    env = jemalloc_env() or (glibc_tuned_env() if auto_glibc_tuned else None)
   else:
     env = jemalloc_env() if choice == "jemalloc" else glibc_tuned_env()
   restart_allowed = os.environ.get("RPSM_JAX_REEXECED") != "1"

@@ -82,7 +82,9 @@ def test_auto_uses_glibc_tunables_without_jemalloc(monkeypatch):
   monkeypatch.setenv("JAX_PLATFORMS", "cpu")
   restarts = []
   monkeypatch.setattr(xla_cpu, "_reexec", restarts.append)
-  xla_cpu.use_allocator("auto")
+  xla_cpu.use_allocator("auto", auto_glibc_tuned=False)   # the config says no
+  assert not restarts
+  xla_cpu.use_allocator("auto", auto_glibc_tuned=True)
   assert len(restarts) == 1
   assert "glibc.malloc.hugetlb=1" in restarts[0]["GLIBC_TUNABLES"]
   assert "LD_PRELOAD" not in restarts[0] or "jemalloc" not in restarts[0]["LD_PRELOAD"]
