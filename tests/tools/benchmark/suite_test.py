@@ -42,6 +42,8 @@ def test_json_has_the_promised_numbers(results, tiny_data_dir):
     assert spread["min"] <= results[name]["train_frames_per_s"] <= spread["max"]
     # Steps of the tiny model take milliseconds, not minutes.
     assert results[name]["train_ms_per_step"]["median"] < 60_000
+    each = results[name]["train_ms_per_step_each"]
+    assert len(each) == 2 and min(each) == results[name]["train_ms_per_step"]["min"]
   assert results["matmul_gflops_per_s"] > 0
   assert results["jax"]["train_compile_s"] > 0
   assert results["forward_gflops_per_frame"] > 0
