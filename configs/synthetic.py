@@ -60,8 +60,9 @@ def get_config():
   config.pretrain2d.enabled = True
   # Frozen, as the authors' released recipe: on S8 held out from training (1500 steps,
   # occluded data, same phase-1 trunk) the last stage scored 104.5 mm frozen vs 107.6
-  # fine-tuned, and phase 2 ran 1.7x faster (no trunk gradients). README, "What the main
-  # job gives".
+  # fine-tuned, and phase 2 ran 1.7x faster (no trunk gradients). With this phase 1, on
+  # S9/S11 at 6000 steps, fine-tuned gave 1.6% lower MPJPE (66.1 vs 67.2 mm) but 3.8% higher
+  # P-MPJPE, at 4-5x the phase 2 time. README, "What the main job gives".
   config.pretrain2d.trunk = "frozen"
   p = config.pretrain2d
   # "": config.dataset's own frames and pose_2d, its splits too (the 2D peak error on the
@@ -72,7 +73,7 @@ def get_config():
   # The frozen trunk is all phase 2 sees, so its 2D training sets the 3D error. On S8 held
   # out (train[:80%] / train[80%:], phase 1 on S1/S5/S6/S7, phase 2 as below), last stage:
   # 800 steps at lr 1e-3 (the recipe before) 83.5 mm, 1600 at 1e-3 76.5, 2400 at 1e-3 73.6,
-  # 4800 at 1e-3 72.2, 1600 at 3e-3 74.4 (2D peak error 5.0 -> 3.9 px). README, "Ablations".
+  # 4800 at 1e-3 72.2, 1600 at 3e-3 74.4 (2D peak error 5.0 -> 3.9 px). README, "What the main job gives".
   p.num_train_steps = 1600
   p.sigma = 7.0                      # input px: ~0.9 heatmap cells, as CPM's at 368 px
   p.optimizer.learning_rate = 3e-3
