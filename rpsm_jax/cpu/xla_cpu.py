@@ -190,7 +190,7 @@ def _cpu_only() -> bool:
   return not any(importlib.util.find_spec(name) for name in _ACCELERATOR_PLUGINS)
 
 
-def use_allocator(choice: str, auto_glibc_tuned: bool = True) -> None:
+def use_allocator(choice: str, auto_glibc_tuned: bool = False) -> None:
   """Applies an --allocator flag (ALLOCATORS): may restart the program under another malloc.
 
   auto_glibc_tuned: whether "auto" without jemalloc restarts under glibc-tuned (the
