@@ -45,7 +45,8 @@ def get_config():
   # 92.6 at 6000 (README). With 4 takes a second copy per frame gains nothing (above).
   config.trunk_cache_copies = 1
   # glibc-tuned malloc where jemalloc is missing: train step 341-348 vs 274-291 frames/s,
-  # main job from a fresh clone 5:58 vs 6:56 (configs/default.py says where it loses).
+  # main job (800-step phase 1) from a fresh clone 5:58 vs 6:56 (configs/default.py says
+  # where it loses).
   config.cpu_glibc_tuned = True
   config.num_train_steps = 6000
   config.log_every_steps = 50
@@ -73,7 +74,8 @@ def get_config():
   # The frozen trunk is all phase 2 sees, so its 2D training sets the 3D error. On S8 held
   # out (train[:80%] / train[80%:], phase 1 on S1/S5/S6/S7, phase 2 as below), last stage:
   # 800 steps at lr 1e-3 (the recipe before) 83.5 mm, 1600 at 1e-3 76.5, 2400 at 1e-3 73.6,
-  # 4800 at 1e-3 72.2, 1600 at 3e-3 74.4 (2D peak error 5.0 -> 3.9 px). README, "What the main job gives".
+  # 4800 at 1e-3 72.2, 1600 at 3e-3 74.4 (2D peak error 5.0 -> 3.9 px). README, "What the
+  # main job gives".
   p.num_train_steps = 1600
   p.sigma = 7.0                      # input px: ~0.9 heatmap cells, as CPM's at 368 px
   p.optimizer.learning_rate = 3e-3
