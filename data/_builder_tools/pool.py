@@ -130,6 +130,37 @@ def importable(*fns):
       sys.path.remove(root)
 
 
+# Signals whose Python handlers may raise in the parent (builders.stop_on_signals, Ctrl-C).
+_HELD_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+  """Delivers SIGTERM / SIGINT / SIGHUP after the block rather than inside it.
+
+  A Python signal handler that raises inside `multiprocessing.Queue.put` can land
+  between the acquisition of the queue's lock and the `with` that releases it
+  (`threading.Condition.__enter__` is Python code), leaving the lock held; `close()`
+  then blocks on it forever. Handlers run only in the main thread, so elsewhere this
+  does nothing.
+  """
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  received = []
+  previous = {}
+  for signum in _HELD_SIGNALS:
+    if callable(signal.getsignal(signum)):
+      previous[signum] = signal.signal(signum, lambda n, _: received.append(n))
+  try:
+    yield
+  finally:
+    for signum, handler in previous.items():
+      signal.signal(signum, handler)
+    for signum in dict.fromkeys(received):
+      signal.raise_signal(signum)  # The original handler runs (and raises) here.
+
+
 class OrderedPool:
   """fn(task) for every task, in worker processes; read with `results(i)`, i = 0, 1, ...
 
@@ -192,13 +223,14 @@ class OrderedPool:
 
   def _dispatch(self) -> None:
     limit = min(self._next_read + self._window, len(self._tasks))
-    while self._next_dispatch < limit:
-      self._task_queue.put((self._next_dispatch, self._tasks[self._next_dispatch]))
-      self._next_dispatch += 1
-    if self._next_dispatch == len(self._tasks):
-      for _ in self._workers:
-        self._task_queue.put(None)
-      self._next_dispatch += 1  # Stop sentinels sent once.
+    with _signals_held():  # put() is quick: the queue is unbounded
+      while self._next_dispatch < limit:
+        self._task_queue.put((self._next_dispatch, self._tasks[self._next_dispatch]))
+        self._next_dispatch += 1
+      if self._next_dispatch == len(self._tasks):
+        for _ in self._workers:
+          self._task_queue.put(None)
+        self._next_dispatch += 1  # Stop sentinels sent once.
 
   def _receive(self) -> None:
     """Files one message from the workers under its task; raises task errors."""

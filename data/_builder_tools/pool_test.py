@@ -13,6 +13,7 @@ import signal
 import pytest
 
 from data._builder_tools import builders
+from data._builder_tools import pool
 from data._builder_tools import testing
 from data.h36m_clips import h36m_clips_dataset_builder as h36m_lib
 from data.h36m_clips import h36m_clips_dataset_builder_test as h36m_test
@@ -153,3 +154,20 @@ def test_a_stop_signal_swallowed_after_the_last_item_stops_at_the_end():
     with builders.stop_on_signals("test/build/1.0.0"):
       _SignalsInDel()
   assert not builders._stop_signalled  # pylint: disable=protected-access
+
+
+def test_a_stop_signal_during_a_queue_put_is_delivered_after_it():
+  """The parent's queue puts hold the signal back: a handler raising inside put() could
+  leave the queue's lock held and close() blocked on it."""
+  inside = []
+  with pytest.raises(builders.BuildStopped):
+    with builders.stop_on_signals("test/build/1.0.0"):
+      handler = signal.getsignal(signal.SIGTERM)
+      with pool._signals_held():  # pylint: disable=protected-access
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):  # Python code: an unheld handler would have run here.
+          pass
+        inside.append(signal.getsignal(signal.SIGTERM) is not handler)
+      inside.append("after the block")  # Not reached: the handler raises on the way out.
+  assert inside == [True]
+  assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL

@@ -22,9 +22,11 @@ import math
 import os
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import time
+from typing import Optional
 
 from absl import app
 from absl import flags
@@ -46,6 +48,19 @@ def _run(workdir: str, extra: list[str]) -> float:
   subprocess.run(_command(workdir, extra), check=True, stdout=subprocess.DEVNULL,
                  stderr=subprocess.DEVNULL)
   return time.perf_counter() - start
+
+
+def _checkpoint_interval_s(workdir: str, every: int) -> Optional[float]:
+  """Seconds per `every` training steps in a finished run, from its logged step rates.
+  The first log's rate includes compilation and is left out; None when fewer than two
+  logs hold a rate."""
+  rates = []
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    for line in f:
+      rate = json.loads(line).get("steps_per_s")
+      if rate:
+        rates.append(float(rate))
+  return every / statistics.median(rates[1:]) if len(rates) > 1 else None
 
 
 def _latest_checkpoint(workdir: str) -> int:
@@ -167,9 +182,13 @@ def main(argv):
   if every >= total:
     sys.exit(f"no checkpoint before the last step (checkpoint_every_steps={every}, "
              f"num_train_steps={total}): nothing to kill during training")
-  # A rough checkpoint interval: the random kill moment falls within it.
-  interval_s = duration * every / total
-  print(f"reference run: {duration:.1f} s, {total} steps, a checkpoint every {every}")
+  # The random kill moment falls within one checkpoint interval of training, timed from
+  # the reference's step rate (its wall time is mostly start-up and compilation, which
+  # would push the moment past the last step).
+  interval_s = (_checkpoint_interval_s(reference, every)
+                or duration * every / total)
+  print(f"reference run: {duration:.1f} s, {total} steps, a checkpoint every {every} "
+        f"(about {interval_s:.2f} s of training)")
   rng = random.Random(_SEED.value)
   signum = getattr(signal, f"SIG{_SIGNAL.value}")
   landed = 0

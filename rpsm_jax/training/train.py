@@ -311,7 +311,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
           break   # the final checkpoint is saved below, with its evaluation
         if done % config.eval_every_steps == 0:
           nonfinite += check_history()
-          results = _evaluate(config, model, global_state(), pipe, workdir, writer, done,
+          results = _evaluate(config, model, global_state(), pipe, writer, done,
                               final=False)
           manager.save(done, global_state(), metric=results["mpjpe_mm"][last_stage])
         elif done % config.checkpoint_every_steps == 0:
@@ -326,14 +326,17 @@ def train_and_evaluate(config, workdir: str) -> dict:
       report.close()
       batches.close()
   final_state = global_state()
-  results = _evaluate(config, model, final_state, pipe, workdir, writer, total, final=True)
+  results = _evaluate(config, model, final_state, pipe, writer, total, final=True)
   if jax.process_index() == 0:
     visualize.plot_eval_clips(model, parallel.gather(final_state.params), pipe.eval,
                               pipe.norm, os.path.join(workdir, workdir_lib.EVAL,
                                                       "clips.png"))
   manager.save(total, final_state, metric=results["mpjpe_mm"][last_stage])
-  manager.close()
+  manager.close()   # waits until the final checkpoint is complete on disk
   writer.close()
+  # results.json marks the run finished (a rerun skips it), so it comes last: a run
+  # killed before here resumes from its checkpoints and ends with the final one.
+  _write_results(results, workdir)
   return results
 
 
@@ -367,8 +370,14 @@ class _StopOnSignals:
     return False
 
 
-def _evaluate(config, model, state, pipe, workdir, writer, step, final) -> dict:
-  """Scores the eval split; the final evaluation also writes results.json and the table."""
+def _write_results(results: dict, workdir: str) -> None:
+  if jax.process_index() == 0:
+    evaluate.write_results(results, os.path.join(workdir, workdir_lib.EVAL))
+
+
+def _evaluate(config, model, state, pipe, writer, step, final) -> dict:
+  """Scores the eval split (the whole split when `final`, else config.eval_max_clips
+  clips) and logs the scores; returns the results."""
   results = evaluate.evaluate(
       model, state.params, pipe.eval, pipe.norm, root_joint=config.dataset.root_joint,
       max_clips=0 if final else config.eval_max_clips)
@@ -380,8 +389,6 @@ def _evaluate(config, model, state, pipe, workdir, writer, step, final) -> dict:
   scalars["eval/baseline_mean_pose_mpjpe_mm"] = results["baseline_mean_pose_mpjpe_mm"]
   writer.write_scalars(step, scalars)
   writer.flush()
-  if final and jax.process_index() == 0:
-    evaluate.write_results(results, os.path.join(workdir, workdir_lib.EVAL))
   return results
 
 
@@ -400,10 +407,11 @@ def evaluate_checkpoint(config, workdir: str, step: Optional[int] = None) -> dic
   state = manager.restore(state, step)
   writer = metric_writers.MetricWriter(os.path.join(workdir, workdir_lib.EVAL),
                                        just_logging=jax.process_index() > 0)
-  results = _evaluate(config, model, state, pipe, workdir, writer,
+  results = _evaluate(config, model, state, pipe, writer,
                       int(jax.device_get(state.step)), final=True)
   manager.close()
   writer.close()
+  _write_results(results, workdir)
   return results
 
 

@@ -10,9 +10,11 @@ import time
 import numpy as np
 import pytest
 
+from rpsm_jax.training import checkpoints
 from rpsm_jax.training import config_checks
 from rpsm_jax.pipeline import input_pipeline as ip
 from rpsm_jax.tools import kill_resume
+from rpsm_jax.training import recipe
 from rpsm_jax.training import train
 
 # Whole trainings in subprocesses: the first CI Python runs them, the second skips them.
@@ -77,6 +79,30 @@ def test_kill_resume_script(tiny_data_dir, tmp_path):
   assert "kills during training: 1 of 1" in out.stdout, out.stdout
   assert "SIGKILL during training, after the checkpoint at step" in out.stdout
   assert "max |reference - interrupted| over parameters and optimiser state: 0.0" in out.stdout
+
+
+def test_crash_at_the_final_save_is_not_a_finished_run(tiny_config, tmp_path, monkeypatch):
+  """results.json marks a run finished (a rerun skips it): it must not exist before the
+  final checkpoint does, or a kill there would leave a 'finished' run without it."""
+  tiny_config.eval_every_steps = 100
+  workdir = str(tmp_path / "final")
+  total = tiny_config.num_train_steps
+  original = checkpoints.Checkpoints.save
+
+  def save(self, step, *args, **kwargs):
+    if step == total:
+      raise KeyboardInterrupt("killed while saving the final checkpoint")
+    return original(self, step, *args, **kwargs)
+
+  with monkeypatch.context() as patch:
+    patch.setattr(checkpoints.Checkpoints, "save", save)
+    with pytest.raises(KeyboardInterrupt):
+      train.train_and_evaluate(tiny_config, workdir)
+  assert total not in _latest_steps(workdir)
+  assert recipe.finished_training(tiny_config, workdir) is None
+  train.train_and_evaluate(tiny_config, workdir)   # resumes, ends with the final checkpoint
+  assert _latest_steps(workdir)[-1] == total
+  assert recipe.finished_training(tiny_config, workdir)["step"] == total
 
 
 def _poison(step_to_poison):
