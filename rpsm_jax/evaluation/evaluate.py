@@ -4,7 +4,9 @@ Protocol as the paper's Table 2 and the authors' code: non-overlapping clips, LS
 reset per clip, predictions un-normalised with the training statistics, root-aligned, MPJPE
 averaged over all joints (root included). Reported per action, per subject and per stage:
 P1 (MPJPE), P2 (P-MPJPE), N-MPJPE and MPJVE; the action-wise average (mean over actions, the
-paper's "Avg") and the frame-wise average; a mean-pose baseline for reference.
+paper's "Avg") and the frame-wise average; the frame-wise MPJPE per position in the clip
+("mpjpe_mm_by_clip_position": stage -> [position 1, 2, ...]); a mean-pose baseline for
+reference.
 
 Non-finite predictions (a diverged model) never stop the evaluation: their frames are
 counted per stage ("nonfinite_frames"), left out of every error, and the metrics that could
@@ -131,6 +133,12 @@ def score(out: dict, index, norm, root_joint: int) -> dict:
   }
   results["framewise"] = {name: {st: _mean(errors[name][s]) for s, st in enumerate(stages)}
                           for name in METRICS}
+  # Where in its clip a frame sits: the LSTM has no past at position 1 (its state is reset
+  # per clip), so this separates what temporal context adds from per-frame accuracy.
+  position = np.broadcast_to(np.arange(mask.shape[1]), mask.shape).reshape(-1)[frame_mask]
+  results["mpjpe_mm_by_clip_position"] = {
+      st: [_mean(errors["mpjpe_mm"][s, position == t]) for t in range(mask.shape[1])]
+      for s, st in enumerate(stages)}
   gt_valid = gt.reshape((-1,) + gt.shape[-2:])[frame_mask]
   baseline = metrics.mpjpe(np.broadcast_to(norm.mean_pose, gt_valid.shape), gt_valid,
                            root=root_joint, reduce=False)
@@ -178,6 +186,14 @@ def markdown_table(results: dict) -> str:
   for st in stages:
     lines.append(f"| {st} | " + " | ".join(_fmt(results[m][st]) for m in METRICS) +
                  f" | {_fmt(results['framewise']['mpjpe_mm'][st])} |")
+  by_position = results.get("mpjpe_mm_by_clip_position", {})
+  length = len(by_position.get(stages[-1], ()))
+  if length > 1:
+    lines += ["", "MPJPE (frame avg) by position in the clip:", "",
+              "| stage | " + " | ".join(str(t + 1) for t in range(length)) + " |",
+              "|---|" + "---:|" * length]
+    lines += [f"| {st} | " + " | ".join(_fmt(x) for x in row) + " |"
+              for st, row in by_position.items()]
   lines += ["", f"Mean-pose baseline MPJPE (action avg): "
             f"{_fmt(results['baseline_mean_pose_mpjpe_mm'])} mm; "
             f"{results['frames']} frames of subject(s) "

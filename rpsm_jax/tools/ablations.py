@@ -143,6 +143,9 @@ def summarize(variant: Variant, results: dict, wall_s: float, batch_size: int,
       "mpjpe_mm": results["mpjpe_mm"], "p_mpjpe_mm": results["p_mpjpe_mm"],
       "last_mpjpe_mm": results["mpjpe_mm"][stages[-1]],
       "last_p_mpjpe_mm": results["p_mpjpe_mm"][stages[-1]],
+      # Frame averages; None for results written before the evaluation recorded them.
+      "last_mpjpe_mm_by_clip_position":
+          results.get("mpjpe_mm_by_clip_position", {}).get(stages[-1]),
       "baseline_mean_pose_mpjpe_mm": results.get("baseline_mean_pose_mpjpe_mm"),
       "frames": results.get("frames"), "step": results.get("step"),
       "batch_size": batch_size, "clip_length": clip_length, "wall_s": round(wall_s, 1),
@@ -163,7 +166,11 @@ def over_seeds(per_seed: Sequence[dict]) -> dict:
 
   last = [r["last_mpjpe_mm"] for r in per_seed]
   p1, p2 = mean("mpjpe_mm"), mean("p_mpjpe_mm")
+  positions = [r.get("last_mpjpe_mm_by_clip_position") for r in per_seed]
+  by_position = (None if None in positions
+                 else [float(x) for x in np.mean(np.array(positions, float), axis=0)])
   return dict(first, mpjpe_mm=p1, p_mpjpe_mm=p2, last_mpjpe_mm=float(np.mean(last)),
+              last_mpjpe_mm_by_clip_position=by_position,
               last_p_mpjpe_mm=p2[list(p2)[-1]], seeds=len(per_seed),
               last_mpjpe_mm_sd=float(np.std(last, ddof=1)), per_seed_last_mpjpe_mm=last,
               wall_s=round(sum(r["wall_s"] for r in per_seed), 1))
@@ -205,7 +212,7 @@ def markdown(rows: dict, orderings: list[dict], title: str) -> str:
   head = ["variant", "paper P1"] + [f"P1 s{i}" for i in range(1, k + 1)] + [
       f"P2 s{i}" for i in range(1, k + 1)] + (
           ["seeds", "last P1 sd", "last P1 per seed"] if seeded else []) + [
-              "clips x frames", "wall s"]
+              "last P1 by clip position", "clips x frames", "wall s"]
   lines = [f"# {title}", "", "| " + " | ".join(head) + " |",
            "|---|" + "---:|" * (len(head) - 1)]
   for name, r in rows.items():
@@ -215,12 +222,15 @@ def markdown(rows: dict, orderings: list[dict], title: str) -> str:
     if seeded:
       cells += [str(r.get("seeds", 1)), _fmt(r.get("last_mpjpe_mm_sd")),
                 " / ".join(_fmt(x) for x in r.get("per_seed_last_mpjpe_mm", ()))]
-    cells += [f"{r['batch_size']} x {r['clip_length']}", _fmt(r["wall_s"])]
+    by_position = r.get("last_mpjpe_mm_by_clip_position")
+    cells += [" / ".join(_fmt(x) for x in by_position) if by_position else "-",
+              f"{r['batch_size']} x {r['clip_length']}", _fmt(r["wall_s"])]
     lines.append("| " + " | ".join(cells) + " |")
   base = next((r["baseline_mean_pose_mpjpe_mm"] for r in rows.values()), None)
   lines += ["", f"P1 = MPJPE, P2 = P-MPJPE, mm, action-wise averages over the evaluation "
-            f"split; s<k> = stage k. Mean-pose baseline: {_fmt(base)} mm. Paper: Human3.6M "
-            "S9/S11, Table 4." + (" With several seeds: means over seeds; sd = the last "
+            f"split; s<k> = stage k; by clip position: the last stage's frame averages at "
+            f"positions 1, 2, ... of the evaluation clips (position 1 has no past). "
+            f"Mean-pose baseline: {_fmt(base)} mm. Paper: Human3.6M S9/S11, Table 4." + (" With several seeds: means over seeds; sd = the last "
                                   "stage's sample standard deviation." if seeded else ""),
             "", "| ordering (paper's effect) | ours (mm) | holds | "
             + ("beyond 2 SE (SE mm) | " if seeded else "") + "paper (mm) |",

@@ -60,3 +60,22 @@ def test_results_name_the_subjects_scored():
   assert results["nonfinite_frames"] == {"stage_1": 0, "stage_2": 0}
   assert results["not_computed"] == []
   assert "subject(s) S9, S11" in evaluate.markdown_table(results)
+
+
+def test_mpjpe_by_clip_position_averages_the_frames_at_each_position(tmp_path):
+  offsets = np.array([1.0, 2.0, 4.0])               # mm, per clip position, along x
+
+  def shift(pred):
+    pred = pred.copy()
+    pred[1, :, :, 1:, 0] += offsets[:, None]        # stage 2, every joint but the root
+    return pred
+  out, index, norm = _inputs(shift)
+  results = evaluate.score(out, index, norm, root_joint=0)
+  # Root alignment keeps each non-root joint off by the offset: MPJPE = offset x 16 / 17.
+  expected = offsets * (P - 1) / P
+  np.testing.assert_allclose(results["mpjpe_mm_by_clip_position"]["stage_2"], expected)
+  np.testing.assert_allclose(results["mpjpe_mm_by_clip_position"]["stage_1"], 0, atol=1e-9)
+  # The padded frame (last clip, last position) is left out of position 3's average only.
+  assert results["frames"] == N * T - 1
+  evaluate.write_results(results, str(tmp_path))
+  assert "by position in the clip" in open(tmp_path / "results.md").read()

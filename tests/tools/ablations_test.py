@@ -38,6 +38,9 @@ def test_two_variants_run_resume_and_tabulate(tiny_config, tmp_path, monkeypatch
   assert saved["variants"].keys() == out["variants"].keys()
   table = open(os.path.join(workdir, ablations.RESULTS_MD)).read()
   assert "stages_1" in table and "pretrained < not pretrained" in table
+  by_position = out["variants"]["stages_1"]["last_mpjpe_mm_by_clip_position"]
+  assert len(by_position) == tiny_config.clip_length
+  assert " / ".join(f"{x:.1f}" for x in by_position) in table
   assert os.path.getsize(os.path.join(workdir, ablations.CHART)) > 0
 
   # A rerun trains nothing: both variants and the pretraining are finished.
@@ -82,7 +85,8 @@ def test_orderings():
 def _row(last_mm: float) -> dict:
   return {"mpjpe_mm": {"stage_1": last_mm + 2, "stage_2": last_mm},
           "p_mpjpe_mm": {"stage_1": last_mm / 2 + 1, "stage_2": last_mm / 2},
-          "last_mpjpe_mm": last_mm, "last_p_mpjpe_mm": last_mm / 2, "wall_s": 10.0}
+          "last_mpjpe_mm": last_mm, "last_p_mpjpe_mm": last_mm / 2, "wall_s": 10.0,
+          "last_mpjpe_mm_by_clip_position": [last_mm + 1, last_mm - 1]}
 
 
 def test_over_seeds_averages_stages_and_measures_the_spread():
@@ -93,6 +97,9 @@ def test_over_seeds_averages_stages_and_measures_the_spread():
   assert row["mpjpe_mm"] == {"stage_1": 84.0, "stage_2": 82.0}
   assert row["last_mpjpe_mm"] == 82.0 and row["last_p_mpjpe_mm"] == 41.0
   assert row["last_mpjpe_mm_sd"] == pytest.approx(2.0)   # sample sd (n - 1)
+  assert row["last_mpjpe_mm_by_clip_position"] == [83.0, 81.0]
+  older = dict(_row(86.0), last_mpjpe_mm_by_clip_position=None)   # results before it
+  assert ablations.over_seeds([_row(80.0), older])["last_mpjpe_mm_by_clip_position"] is None
 
 
 def test_orderings_say_whether_the_seeds_resolve_the_difference():
