@@ -247,3 +247,32 @@ def mpjve(pred: Array, target: Array, root: int | None = None,
     mask = mask[..., 1:] & mask[..., :-1]
   err = _pose_error(xp, xp.diff(pred, axis=-3), xp.diff(target, axis=-3))
   return _reduce(xp, err, mask, reduce)
+
+
+def clip_error_split(pred: Array, target: Array, root: int | None = None) -> tuple:
+  """Splits each clip's pose errors into the part shared by all its frames and the rest.
+
+  With e_t = pred_t - target_t (root-relative when `root` is given) and e_bar its mean
+  over the clip's frames, the per-pose errors of e_bar ("clip-constant": offsets that
+  last the whole clip, such as a wrong bone length or a global tilt) and of e_t - e_bar
+  ("frame-to-frame"). Their squared norms add up to e_t's (per joint, summed over a clip),
+  and only the frame-to-frame part can be removed by smoothing over the clip's frames.
+
+  Args:
+    pred: (..., T, P, 3) predicted joint positions of whole clips, e.g. mm.
+    target: (..., T, P, 3) ground truth, same shape and units.
+    root: joint index, as in mpjpe.
+
+  Returns:
+    (clip_constant, frame_to_frame), each (..., T): mean over joints of the Euclidean
+    norms, in input units.
+  """
+  xp, pred, target, _ = _prepare(pred, target, None)
+  if pred.ndim < 3:
+    raise ValueError(f"pred and target must be shaped (..., T, P, 3), got {pred.shape}.")
+  if root is not None:
+    pred, target = _root_relative(pred, root), _root_relative(target, root)
+  error = pred - target
+  constant = xp.broadcast_to(xp.mean(error, axis=-3, keepdims=True), error.shape)
+  zeros = xp.zeros_like(error)
+  return _pose_error(xp, constant, zeros), _pose_error(xp, error - constant, zeros)

@@ -5,7 +5,9 @@ reset per clip, predictions un-normalised with the training statistics, root-ali
 averaged over all joints (root included). Reported per action, per subject and per stage:
 P1 (MPJPE), P2 (P-MPJPE), N-MPJPE and MPJVE; the action-wise average (mean over actions, the
 paper's "Avg") and the frame-wise average; the frame-wise MPJPE per position in the clip
-("mpjpe_mm_by_clip_position": stage -> [position 1, 2, ...]); a mean-pose baseline for
+("mpjpe_mm_by_clip_position": stage -> [position 1, 2, ...]); for clips of several frames,
+the error split into its clip-constant and frame-to-frame parts (metrics.clip_error_split,
+frame averages over whole clips: "clip_error_split_mm"); a mean-pose baseline for
 reference.
 
 Non-finite predictions (a diverged model) never stop the evaluation: their frames are
@@ -85,6 +87,7 @@ def score(out: dict, index, norm, root_joint: int) -> dict:
   # Per-frame errors, (K, F) over the valid frames F.
   errors = {name: [] for name in METRICS}
   nonfinite = {}
+  split = {}
   for s in range(k):
     # Frames with a non-finite coordinate are scored as zeros (an SVD of NaN fails), then
     # their errors set to NaN, which every mean below leaves out.
@@ -105,6 +108,12 @@ def score(out: dict, index, norm, root_joint: int) -> dict:
       vel = metrics.mpjve(clean, gt, root=root_joint, mask=mask & finite, reduce=False)
       vel = np.concatenate([np.full(vel.shape[:-1] + (1,), np.nan), vel], axis=-1)
       errors["mpjve_mm"].append(vel.reshape(-1)[frame_mask])
+      # Whole clips only (every frame counted and finite), so each clip mean is over T.
+      whole = np.all(mask & finite, axis=1)
+      constant, varying = metrics.clip_error_split(clean[whole], gt[whole], root=root_joint)
+      split[f"stage_{s + 1}"] = {"clip_constant": _mean(constant),
+                                 "frame_to_frame": _mean(varying),
+                                 "clips": int(whole.sum())}
     else:
       errors["mpjve_mm"].append(np.full(rec.shape, np.nan))
   errors = {name: np.stack(v) for name, v in errors.items()}
@@ -139,6 +148,8 @@ def score(out: dict, index, norm, root_joint: int) -> dict:
   results["mpjpe_mm_by_clip_position"] = {
       st: [_mean(errors["mpjpe_mm"][s, position == t]) for t in range(mask.shape[1])]
       for s, st in enumerate(stages)}
+  if split:
+    results["clip_error_split_mm"] = split
   gt_valid = gt.reshape((-1,) + gt.shape[-2:])[frame_mask]
   baseline = metrics.mpjpe(np.broadcast_to(norm.mean_pose, gt_valid.shape), gt_valid,
                            root=root_joint, reduce=False)
@@ -194,6 +205,13 @@ def markdown_table(results: dict) -> str:
               "|---|" + "---:|" * length]
     lines += [f"| {st} | " + " | ".join(_fmt(x) for x in row) + " |"
               for st, row in by_position.items()]
+  split = results.get("clip_error_split_mm")
+  if split:
+    lines += ["", "Error split over whole clips (frame avg, mm; only the frame-to-frame part "
+              "can be smoothed away within a clip):", "",
+              "| stage | clip-constant | frame-to-frame | clips |", "|---|---:|---:|---:|"]
+    lines += [f"| {st} | {_fmt(r['clip_constant'])} | {_fmt(r['frame_to_frame'])} | "
+              f"{r['clips']} |" for st, r in split.items()]
   lines += ["", f"Mean-pose baseline MPJPE (action avg): "
             f"{_fmt(results['baseline_mean_pose_mpjpe_mm'])} mm; "
             f"{results['frames']} frames of subject(s) "

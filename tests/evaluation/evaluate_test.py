@@ -77,5 +77,13 @@ def test_mpjpe_by_clip_position_averages_the_frames_at_each_position(tmp_path):
   np.testing.assert_allclose(results["mpjpe_mm_by_clip_position"]["stage_1"], 0, atol=1e-9)
   # The padded frame (last clip, last position) is left out of position 3's average only.
   assert results["frames"] == N * T - 1
+  # Each clip's error is constant per position but differs between positions: the split
+  # gives the mean offset to the clip-constant part and the rest to the frame-to-frame.
+  split = results["clip_error_split_mm"]["stage_2"]
+  assert split["clips"] == N - 1                    # the clip with padding is left out
+  np.testing.assert_allclose(split["clip_constant"], offsets.mean() * (P - 1) / P)
+  np.testing.assert_allclose(split["frame_to_frame"],
+                             np.abs(offsets - offsets.mean()).mean() * (P - 1) / P)
   evaluate.write_results(results, str(tmp_path))
-  assert "by position in the clip" in open(tmp_path / "results.md").read()
+  text = open(tmp_path / "results.md").read()
+  assert "by position in the clip" in text and "clip-constant" in text

@@ -293,3 +293,23 @@ def test_mpjve_needs_two_frames():
 def test_root_out_of_range():
   with pytest.raises(ValueError, match="root"):
     metrics.mpjpe(np.zeros((17, 3)), np.zeros((17, 3)), root=17)
+
+
+def test_clip_error_split_separates_a_lasting_offset_from_jitter():
+  rng = np.random.default_rng(0)
+  target = rng.normal(size=(3, 4, 5, 3)) * 100
+  offset = np.array([0.0, 0.0, 30.0])                       # mm, the whole clip
+  jitter = np.array([1.0, -1.0, 1.0, -1.0])[:, None] * np.array([4.0, 0.0, 0.0])   # mean 0
+  pred = target + offset + jitter[None, :, None, :]
+  constant, varying = metrics.clip_error_split(pred, target)
+  np.testing.assert_allclose(constant, 30.0)
+  np.testing.assert_allclose(varying, 4.0)
+  # The parts' squared norms add up to the error's.
+  np.testing.assert_allclose(constant ** 2 + varying ** 2,
+                             np.mean(np.linalg.norm(pred - target, axis=-1), -1) ** 2)
+  # Root-relative: an offset of the root alone moves every other joint the other way.
+  shifted = target.copy()
+  shifted[..., 0, :] += 10.0
+  constant, varying = metrics.clip_error_split(shifted, target, root=0)
+  np.testing.assert_allclose(constant, np.sqrt(3) * 10.0 * 4 / 5)
+  np.testing.assert_allclose(varying, 0.0, atol=1e-9)
