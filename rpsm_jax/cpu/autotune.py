@@ -13,7 +13,9 @@ step's XLA:CPU options on random inputs of the layer's shape. Candidates are int
 call by call and each keeps its best time (other load on a shared machine only adds time).
 Choices are stored in cache_dir()/conv_choices_<cpu>.json (one file per CPU model, ISA,
 core count, jaxlib and oneDNN version), read by later runs and processes, rewritten
-atomically. Delete the file to measure again; RPSM_JAX_CONV_CHOICES names another file.
+atomically; a choice timed while other processes kept the cores busy (MAX_OTHER_CORES)
+serves its run only. Delete the file to measure again; RPSM_JAX_CONV_CHOICES names
+another file.
 
 Cost: a few compilations and calls per new layer shape, once per machine (synthetic
 config: a few seconds a shape on 2 cores; at 368 px a shape can take tens of seconds).
@@ -55,6 +57,13 @@ WINOGRAD_MIN_CHANNELS = 64
 # with XLA's: about 0.5 ms a call. Winning a layer by more keeps oneDNN (80x80 layers win
 # by 7-25 ms).
 ONEDNN_CALL_COST_S = 0.5e-3
+# Timings taken while other processes kept more than this many cores busy (averaged over
+# the layer's timing) serve the run that took them but are not cached: on a 2-core AMD
+# EPYC (AVX-512), choices timed beside other work (load average 2.4-2.8) had put phase 1's
+# 80x80 layers on XLA (oneDNN timed 35-58 ms against 5-10 ms on the idle machine) and
+# kept phase 1 at 10.6 steps/s in later runs, against 13.2-13.5 with oneDNN on them.
+MAX_OTHER_CORES = 0.25
+OTHER_CORES_MIN_WALL_S = 0.25   # shorter timings are followed by a look this long
 # Multi-process runs do not time layers (Chooser.choose): oneDNN where it takes the layer,
 # the fastest on the larger layers of both CPUs measured.
 MULTI_PROCESS_CHOICE = "onednn"
@@ -156,6 +165,31 @@ def time_layer(candidates: Sequence[str], x_shape, w_shape, strides, padding, re
   return best
 
 
+def cpu_seconds() -> Optional[tuple]:
+  """(seconds the machine's CPUs were busy, seconds this process ran on them) so far, from
+  /proc/stat (steal time counts as busy: another guest had the core) and os.times();
+  None where /proc/stat is missing."""
+  try:
+    with open("/proc/stat") as f:
+      ticks = [int(v) for v in f.readline().split()[1:9]]
+    per_second = os.sysconf("SC_CLK_TCK")
+  except (OSError, ValueError, AttributeError):
+    return None
+  busy = sum(ticks) - ticks[3] - ticks[4]   # all but idle and iowait
+  own = os.times()
+  return busy / per_second, own.user + own.system
+
+
+def other_cores(before: Optional[tuple], after: Optional[tuple], wall_s: float
+                ) -> Optional[float]:
+  """Cores that other processes kept busy on average between two cpu_seconds() readings
+  `wall_s` seconds apart (None when unknown, or over too short a time for the clock
+  ticks' 10 ms to say)."""
+  if before is None or after is None or wall_s < OTHER_CORES_MIN_WALL_S:
+    return None
+  return max(0.0, ((after[0] - before[0]) - (after[1] - before[1])) / wall_s)
+
+
 def charge(candidate: str) -> float:
   """Seconds added to a candidate's time alone (forward + both gradients) when choosing."""
   return 3 * ONEDNN_CALL_COST_S if candidate == "onednn" else 0.0
@@ -173,6 +207,7 @@ class Chooser:
     self.path = path or default_cache_path()
     self._lock = threading.Lock()
     self._choices = None   # {layer_key: {"choice": name, "ms": {name: ms}}}, read lazily
+    self._unsaved = {}     # choices timed beside other work: this process's only
 
   def candidates(self, x, w, strides, padding) -> list:
     """The implementations that can run this layer (x, w: arrays or ShapeDtypeStructs)."""
@@ -218,22 +253,37 @@ class Chooser:
     with self._lock:
       if self._choices is None:
         self._choices = self._read()
-      known = self._choices.get(key)
+      known = self._unsaved.get(key) or self._choices.get(key)
       if known and known.get("choice") in candidates and set(known.get("ms", {})) == set(
           candidates):
         return known["choice"]
+      before, start = cpu_seconds(), time.monotonic()
       seconds = time_layer(candidates, x.shape, w.shape, strides, padding, relu, self.tile)
+      others = other_cores(before, cpu_seconds(), time.monotonic() - start)
+      if others is None and before is not None:   # too quick to tell: look a moment longer
+        before, start = cpu_seconds(), time.monotonic()
+        time.sleep(OTHER_CORES_MIN_WALL_S)
+        others = other_cores(before, cpu_seconds(), time.monotonic() - start)
       choice = min(seconds, key=lambda k: seconds[k] + charge(k))
-      # The load average beside the timings: on a shared machine it says how far to trust
-      # them (delete the file to measure again on a quieter machine).
+      # The load average and the cores other processes used while timing: on a shared
+      # machine they say how far to trust the timings.
       load = os.getloadavg()[0] if hasattr(os, "getloadavg") else -1.0
-      self._choices[key] = {"choice": choice, "load": round(load, 2),
-                            "ms": {k: round(v * 1e3, 3) for k, v in seconds.items()}}
+      entry = {"choice": choice, "load": round(load, 2),
+               "other_cores": None if others is None else round(others, 2),
+               "ms": {k: round(v * 1e3, 3) for k, v in seconds.items()}}
       logging.info("conv_algorithm auto: %s -> %s (forward + gradients, best ms: %s; load "
-                   "%.1f)", key, choice, ", ".join(
+                   "%.1f, other processes %s cores)", key, choice, ", ".join(
                        f"{k} {v * 1e3:.2f}" + (f" + {charge(k) * 1e3:.1f} per-call cost"
                                                if charge(k) else "")
-                       for k, v in seconds.items()), load)
+                       for k, v in seconds.items()), load,
+                   "?" if others is None else f"{others:.1f}")
+      if others is not None and others > MAX_OTHER_CORES:
+        self._unsaved[key] = entry
+        logging.warning("conv_algorithm auto: %s was timed while other processes kept %.1f "
+                        "cores busy: its choice serves this run only and is timed again "
+                        "by the next", key, others)
+        return choice
+      self._choices[key] = entry
       try:
         self._write()
       except OSError as e:   # a read-only home: choices then last for this process only
@@ -243,4 +293,4 @@ class Chooser:
   def choices(self) -> dict:
     """{layer_key: choice} measured or read so far."""
     with self._lock:
-      return {k: v["choice"] for k, v in (self._choices or {}).items()}
+      return {k: v["choice"] for k, v in {**(self._choices or {}), **self._unsaved}.items()}

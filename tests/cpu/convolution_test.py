@@ -76,8 +76,14 @@ def _no_timing(*args, **kwargs):
   raise AssertionError("timed a layer whose choice is cached")
 
 
+def _quiet(monkeypatch):
+  """No other process uses the CPUs while layers are timed (pytest's other workers may)."""
+  monkeypatch.setattr(autotune, "cpu_seconds", lambda: (0.0, 0.0))
+
+
 def test_auto_times_new_layers_once_and_caches_them(tmp_path, monkeypatch, caplog):
   monkeypatch.setattr(autotune, "ONEDNN_CALL_COST_S", 0.0)   # the fastest alone wins
+  _quiet(monkeypatch)
   chooser = _chooser(tmp_path, {})
   auto = _auto(chooser)
   x, w = (2, 8, 8, 64), (3, 3, 64, 64)
@@ -105,6 +111,7 @@ def test_auto_times_new_layers_once_and_caches_them(tmp_path, monkeypatch, caplo
 def test_auto_charges_onednn_its_per_call_cost(tmp_path, monkeypatch):
   # autotune.ONEDNN_CALL_COST_S: a small win alone is a loss inside a step.
   monkeypatch.setattr(autotune, "ONEDNN_CALL_COST_S", 0.5e-3)
+  _quiet(monkeypatch)
   timed = {}
   monkeypatch.setattr(autotune, "time_layer", lambda names, *args, **kw: dict(timed))
   chooser = _chooser(tmp_path, {}, with_onednn=True)
@@ -119,6 +126,52 @@ def test_auto_charges_onednn_its_per_call_cost(tmp_path, monkeypatch):
     entry = json.loads((tmp_path / "choices.json").read_text())["layers"][
         autotune.layer_key(x.shape, w_shape, (1, 1), PAD1, True)]
     assert entry["choice"] == want and entry["ms"] == {k: v * 1e3 for k, v in seconds.items()}
+
+
+def test_auto_keeps_choices_timed_beside_other_work_to_this_run(tmp_path, monkeypatch,
+                                                                 caplog):
+  clock = {"wall": 100.0, "busy": 0.0, "own": 0.0}   # seconds: wall, all CPUs, this process
+  monkeypatch.setattr(autotune.time, "monotonic", lambda: clock["wall"])
+  monkeypatch.setattr(autotune, "cpu_seconds", lambda: (clock["busy"], clock["own"]))
+
+  def timing(other_cores):
+    """A fake time_layer taking 2 s, this process on one core, others on `other_cores`."""
+    def time_layer(*args, **kwargs):
+      clock["wall"] += 2.0
+      clock["own"] += 2.0
+      clock["busy"] += 2.0 * (1 + other_cores)
+      return {"onednn": 3e-3, "xla": 1e-3}
+    return time_layer
+
+  monkeypatch.setattr(autotune, "time_layer", timing(other_cores=1.0))
+  chooser = _chooser(tmp_path, {}, with_onednn=True)
+  x = jax.ShapeDtypeStruct((40, 10, 10, 32), "float32")
+  w = jax.ShapeDtypeStruct((3, 3, 32, 32), "float32")
+  key = autotune.layer_key(x.shape, w.shape, (1, 1), PAD1, True)
+  with caplog.at_level(logging.WARNING):
+    assert chooser.choose(x, w, (1, 1), PAD1, relu=True) == "xla"
+  assert any("1.0 cores busy" in r.getMessage() for r in caplog.records)
+  assert key not in json.loads((tmp_path / "choices.json").read_text())["layers"]
+  # This run keeps its choice without timing again ...
+  monkeypatch.setattr(autotune, "time_layer", _no_timing)
+  assert chooser.choose(x, w, (1, 1), PAD1, relu=True) == "xla"
+  assert chooser.choices() == {key: "xla"}
+  # ... and the next run, on a quiet machine, times the layer again and saves it.
+  monkeypatch.setattr(autotune, "time_layer", timing(other_cores=0.0))
+  again = autotune.Chooser(with_onednn=True, path=chooser.path)
+  assert again.choose(x, w, (1, 1), PAD1, relu=True) == "xla"
+  entry = json.loads((tmp_path / "choices.json").read_text())["layers"][key]
+  assert entry["other_cores"] == 0.0
+
+
+def test_other_cores_from_cpu_readings():
+  assert autotune.other_cores((10.0, 4.0), (13.0, 5.0), 2.0) == 1.0   # 3 busy, 1 ours
+  assert autotune.other_cores((10.0, 4.0), (11.0, 5.0), 2.0) == 0.0
+  assert autotune.other_cores(None, (1.0, 1.0), 2.0) is None
+  assert autotune.other_cores((0.0, 0.0), (1.0, 0.0), 0.01) is None   # too short to tell
+  before = autotune.cpu_seconds()
+  if before is not None:                           # Linux: real readings, sensible values
+    assert before[0] >= 0 and before[1] > 0
 
 
 def test_auto_fused_layer_matches_lax(tmp_path):
