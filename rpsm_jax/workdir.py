@@ -8,6 +8,8 @@
   checkpoint_steps.json  the steps checkpointed so far (a deleted checkpoints/ is noticed)
   checkpoints_damaged/   checkpoints a restart found damaged and skipped
   .lock                the running job's lock (training/run_lock.py): pid and host
+  conv_choices.json    conv_algorithm "auto"'s choices this run made (layers and whole
+                       steps: rpsm_jax.cpu.autotune.pinned), which a restart runs again
   eval/                results.json, results.md, clips.png; TensorBoard events of --mode=eval
   metrics.jsonl, events.out.tfevents.*   training metrics
 
@@ -31,6 +33,7 @@ CONFIG = "config.json"
 NORMALIZATION = "normalization.json"
 CHECKPOINTS = "checkpoints"
 EVAL = "eval"
+CONV_CHOICES = "conv_choices.json"
 
 
 def path(workdir: str, name: str) -> str:

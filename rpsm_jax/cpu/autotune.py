@@ -21,6 +21,7 @@ Cost: a few compilations and calls per new layer shape, once per machine (synthe
 config: a few seconds a shape on 2 cores; at 368 px a shape can take tens of seconds).
 """
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -190,6 +191,68 @@ def other_cores(before: Optional[tuple], after: Optional[tuple], wall_s: float
   return max(0.0, ((after[0] - before[0]) - (after[1] - before[1])) / wall_s)
 
 
+class _RunRecord:
+  """The choices a run made (layers and whole steps), kept in its workdir while `pinned`.
+
+  A restarted run reads them back and runs the same convolutions, so a resumed run still
+  ends bitwise equal to an uninterrupted one even where a choice was not cached for the
+  machine (timed beside other work) or the machine's cache changed meanwhile.
+  """
+
+  def __init__(self):
+    self.path = None
+    self.choices = {"layers": {}, "steps": {}}
+
+  def get(self, kind: str, key: str) -> Optional[str]:
+    return self.choices[kind].get(key)
+
+  def put(self, kind: str, key: str, choice: str) -> None:
+    if self.path is None or self.choices[kind].get(key) == choice:
+      return
+    self.choices[kind][key] = choice
+    try:
+      write_json(self.path, self.choices)
+    except OSError as e:
+      logging.warning("conv_algorithm auto: could not record the run's choices in %s: %s",
+                      self.path, e)
+
+
+RUN = _RunRecord()
+
+
+@contextlib.contextmanager
+def pinned(path: Optional[str]):
+  """Within the block, choices come first from the run record at `path` (a JSON file in
+  the run's workdir; None: no record) and every choice made is added to it."""
+  saved = RUN.path, RUN.choices
+  RUN.path, RUN.choices = path, {"layers": {}, "steps": {}}
+  if path and os.path.exists(path):
+    try:
+      with open(path) as f:
+        recorded = json.load(f)
+      RUN.choices = {kind: dict(recorded.get(kind, {})) for kind in RUN.choices}
+    except (OSError, ValueError) as e:
+      logging.warning("conv_algorithm auto: ignoring the run's recorded choices in %s "
+                      "(%s); choosing again", path, e)
+  try:
+    yield
+  finally:
+    RUN.path, RUN.choices = saved
+
+
+def write_json(path: str, content: dict) -> None:
+  """Writes `content` to `path` atomically (a temporary file renamed into place)."""
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  fd, tmp = tempfile.mkstemp(suffix=".json", dir=os.path.dirname(path) or ".")
+  try:
+    with os.fdopen(fd, "w") as f:
+      json.dump(content, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
 def charge(candidate: str) -> float:
   """Seconds added to a candidate's time alone (forward + both gradients) when choosing."""
   return 3 * ONEDNN_CALL_COST_S if candidate == "onednn" else 0.0
@@ -229,19 +292,12 @@ class Chooser:
   def _write(self) -> None:
     """Merges with what other processes wrote meanwhile and replaces the file atomically."""
     merged = {**self._read(), **self._choices}
-    os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".json", dir=os.path.dirname(self.path) or ".")
-    try:
-      with os.fdopen(fd, "w") as f:
-        json.dump({"cpu": cpu_description(), "libraries": _library_versions(),
-                   "layers": merged}, f, indent=1, sort_keys=True)
-      os.replace(tmp, self.path)
-    finally:
-      if os.path.exists(tmp):
-        os.remove(tmp)
+    write_json(self.path, {"cpu": cpu_description(), "libraries": _library_versions(),
+                            "layers": merged})
 
   def choose(self, x, w, strides, padding, relu: bool) -> str:
-    """The fastest candidate for an NHWC/HWIO float32 layer with static shapes."""
+    """The fastest candidate for an NHWC/HWIO float32 layer with static shapes (the run's
+    recorded choice first: `pinned`)."""
     candidates = self.candidates(x, w, strides, padding)
     if len(candidates) == 1:
       return candidates[0]
@@ -250,6 +306,14 @@ class Chooser:
       # timings or cache files differ between hosts: a fixed rule instead.
       return MULTI_PROCESS_CHOICE if MULTI_PROCESS_CHOICE in candidates else "xla"
     key = layer_key(x.shape, w.shape, strides, padding, relu)
+    recorded = RUN.get("layers", key)
+    if recorded in candidates:
+      return recorded
+    choice = self._choose(key, candidates, x, w, strides, padding, relu)
+    RUN.put("layers", key, choice)
+    return choice
+
+  def _choose(self, key, candidates, x, w, strides, padding, relu: bool) -> str:
     with self._lock:
       if self._choices is None:
         self._choices = self._read()

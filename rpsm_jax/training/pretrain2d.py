@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rpsm_jax import poses
+from rpsm_jax import workdir as workdir_lib
 from rpsm_jax.training import checkpoints
 from rpsm_jax.pipeline import datasets
 from rpsm_jax.training import heatmaps
@@ -33,7 +34,9 @@ from rpsm_jax import models
 from rpsm_jax import parallel
 from rpsm_jax.training import optim
 from rpsm_jax.training import progress
+from rpsm_jax.cpu import autotune
 from rpsm_jax.cpu import convolution
+from rpsm_jax.cpu import step_check
 from rpsm_jax.models.layers import Convolution
 from rpsm_jax.models.layers import output_init
 from rpsm_jax.models.trunk import Pose2DTrunk
@@ -156,7 +159,13 @@ def dataset_config(config):
 
 
 def pretrain(config, workdir: str) -> dict:
-  """Trains HeatmapModel on config.pretrain2d's dataset; returns validation metrics."""
+  """Trains HeatmapModel on config.pretrain2d's dataset; returns validation metrics. A
+  restart runs the convolutions the run chose before (<workdir>/conv_choices.json)."""
+  with autotune.pinned(workdir_lib.path(workdir, workdir_lib.CONV_CHOICES)):
+    return _pretrain(config, workdir)
+
+
+def _pretrain(config, workdir: str) -> dict:
   pc = config.pretrain2d
   data = dataset_config(config)
   builder = datasets.prepare(data)
@@ -210,6 +219,11 @@ def pretrain(config, workdir: str) -> dict:
     batch = train.batch(step)
     return {k: batch[k][rows] for k in ("image", "heatmaps", "visible")}
 
+  if step_check.applicable(config.model.get("conv_algorithm", "auto")) and (
+      start < pc.num_train_steps):
+    model, state = step_check.choose_model(
+        "phase 1 (2D pretraining)", model, step_fn, state,
+        parallel.global_batch(local_batch(start), mesh))
   forward = jax.jit(lambda p, image: model.apply({"params": p},
                                                  poses.model_input(image)))
   report = progress.Progress(pc.num_train_steps, start, frames_per_step=pc.batch_size)

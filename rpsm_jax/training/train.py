@@ -27,6 +27,8 @@ from rpsm_jax import model_factory
 from rpsm_jax import parallel
 from rpsm_jax import poses
 from rpsm_jax import workdir as workdir_lib
+from rpsm_jax.cpu import autotune
+from rpsm_jax.cpu import step_check
 from rpsm_jax.evaluation import evaluate
 from rpsm_jax.evaluation import visualize
 from rpsm_jax.pipeline import input_pipeline
@@ -208,8 +210,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   SIGTERM or SIGINT (preemption, Ctrl-C) on any host ends the current step on every host,
   saves one checkpoint there and returns {"preempted": True, "step": n}; the next start
-  resumes from it. Every process of a multi-host run calls this alike.
+  resumes from it. Every process of a multi-host run calls this alike. A restart runs the
+  convolutions the run chose before (<workdir>/conv_choices.json).
   """
+  with autotune.pinned(workdir_lib.path(workdir, workdir_lib.CONV_CHOICES)):
+    return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config, workdir: str) -> dict:
   config_checks.check(config, jax.device_count())
   mesh = parallel.create_mesh()
   pmapped = config.parallelism == "pmap"
@@ -281,6 +289,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
           batch = parallel.split_local_devices(batch)
         else:
           batch = parallel.global_batch(batch, mesh)
+        if step == start and not pmapped and step_check.applicable(
+            config.model.get("conv_algorithm", "auto")):
+          model, state = step_check.choose_model("3D training", model, step_fn, state, batch)
         state, metrics = step_fn(state, batch)
         # Keep one step in flight: bounds queued batches and memory, and reads the
         # previous step's agreed stop flag (the same on every host).

@@ -219,3 +219,32 @@ def test_describe_names_what_runs(tmp_path):
       "oneDNN")
   described = convolution.describe(_auto(_chooser(tmp_path, {}, with_onednn=True)))
   assert "oneDNN, Winograd, XLA" in described and "timed on this CPU" in described
+
+
+def test_a_run_keeps_the_choices_it_recorded(tmp_path, monkeypatch):
+  """A restarted run reads its own choices first (autotune.pinned), so it runs the same
+  convolutions whatever the machine's cache says meanwhile."""
+  _quiet(monkeypatch)
+  x = jax.ShapeDtypeStruct((40, 10, 10, 32), "float32")
+  w = jax.ShapeDtypeStruct((3, 3, 32, 32), "float32")
+  key = autotune.layer_key(x.shape, w.shape, (1, 1), PAD1, True)
+  record = tmp_path / "run" / "conv_choices.json"
+  monkeypatch.setattr(autotune, "time_layer", lambda *a, **kw: {"onednn": 3e-3, "xla": 1e-3})
+  with autotune.pinned(str(record)):
+    assert _chooser(tmp_path, {}, with_onednn=True).choose(x, w, (1, 1), PAD1, True) == "xla"
+  assert json.loads(record.read_text())["layers"] == {key: "xla"}
+  # The machine's cache now says oneDNN (re-timed elsewhere): the run keeps XLA ...
+  monkeypatch.setattr(autotune, "time_layer", _no_timing)
+  other = {key: {"choice": "onednn", "ms": {"onednn": 1.0, "xla": 2.0}}}
+  with autotune.pinned(str(record)):
+    assert _chooser(tmp_path, other, with_onednn=True).choose(x, w, (1, 1), PAD1,
+                                                              True) == "xla"
+  # ... while another run (no record) takes the machine's choice.
+  assert _chooser(tmp_path, other, with_onednn=True).choose(x, w, (1, 1), PAD1,
+                                                            True) == "onednn"
+  # An unreadable record is set aside with a warning, not a crash.
+  record.write_text("{not json")
+  with autotune.pinned(str(record)):
+    assert _chooser(tmp_path, other, with_onednn=True).choose(x, w, (1, 1), PAD1,
+                                                              True) == "onednn"
+  assert json.loads(record.read_text())["layers"] == {key: "onednn"}

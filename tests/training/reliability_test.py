@@ -23,10 +23,15 @@ pytestmark = pytest.mark.slow
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+# Enough steps after the first checkpoint that a SIGTERM sent once it appears lands
+# during training, however fast the steps run.
+_STEPS = 40
+
+
 def _main_command(workdir, data_dir, *extra):
   return [sys.executable, "-m", "rpsm_jax.main", "--config=configs/synthetic_tiny.py",
           f"--workdir={workdir}", f"--config.dataset.data_dir={data_dir}",
-          "--config.num_train_steps=12", "--config.checkpoint_every_steps=4",
+          f"--config.num_train_steps={_STEPS}", "--config.checkpoint_every_steps=4",
           "--config.eval_every_steps=100", *extra]
 
 
@@ -57,12 +62,12 @@ def test_sigterm_saves_then_resume_matches_uninterrupted(tiny_data_dir, referenc
   output, _ = proc.communicate(timeout=600)
   assert proc.returncode == 0, output[-3000:]
   saved = _latest_steps(workdir)
-  assert saved and saved[-1] < 12, (saved, output[-2000:])
+  assert saved and saved[-1] < _STEPS, (saved, output[-2000:])
   assert "Received SIGTERM" in output
   assert not os.path.exists(os.path.join(workdir, "eval", "results.json"))
   subprocess.run(_main_command(workdir, tiny_data_dir), cwd=ROOT, check=True,
                  capture_output=True, timeout=900)
-  assert _latest_steps(workdir)[-1] == 12
+  assert _latest_steps(workdir)[-1] == _STEPS
   assert kill_resume.compare(reference_run, workdir) == 0.0
 
 
