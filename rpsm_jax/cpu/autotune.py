@@ -253,6 +253,17 @@ def write_json(path: str, content: dict) -> None:
       os.remove(tmp)
 
 
+def others_since(before: Optional[tuple], start: float) -> Optional[float]:
+  """other_cores() from a cpu_seconds() reading `before` taken at time.monotonic() `start`
+  until now; after too short a time to tell, from a look OTHER_CORES_MIN_WALL_S long."""
+  others = other_cores(before, cpu_seconds(), time.monotonic() - start)
+  if others is None and before is not None:
+    before, start = cpu_seconds(), time.monotonic()
+    time.sleep(OTHER_CORES_MIN_WALL_S)
+    others = other_cores(before, cpu_seconds(), time.monotonic() - start)
+  return others
+
+
 def charge(candidate: str) -> float:
   """Seconds added to a candidate's time alone (forward + both gradients) when choosing."""
   return 3 * ONEDNN_CALL_COST_S if candidate == "onednn" else 0.0
@@ -323,11 +334,7 @@ class Chooser:
         return known["choice"]
       before, start = cpu_seconds(), time.monotonic()
       seconds = time_layer(candidates, x.shape, w.shape, strides, padding, relu, self.tile)
-      others = other_cores(before, cpu_seconds(), time.monotonic() - start)
-      if others is None and before is not None:   # too quick to tell: look a moment longer
-        before, start = cpu_seconds(), time.monotonic()
-        time.sleep(OTHER_CORES_MIN_WALL_S)
-        others = other_cores(before, cpu_seconds(), time.monotonic() - start)
+      others = others_since(before, start)
       choice = min(seconds, key=lambda k: seconds[k] + charge(k))
       # The load average and the cores other processes used while timing: on a shared
       # machine they say how far to trust the timings.

@@ -126,3 +126,13 @@ def test_a_run_keeps_its_step_choice(tmp_path, quiet):
   with autotune.pinned(record):
     assert step_check.choose("test", "k", _sleeper({}, calls), path) == "auto"
   assert not calls
+
+
+def test_a_slow_step_is_not_checked(tmp_path, quiet, monkeypatch):
+  monkeypatch.setattr(step_check, "MAX_STEP_S", 0.01)
+  calls = []
+  path = str(tmp_path / "steps.json")
+  assert step_check.choose("test", "k", _sleeper({"auto": 30.0, "onednn": 1.0}, calls),
+                           path) == "auto"
+  assert calls == ["auto", "auto"]   # compiled and timed once; oneDNN never built or run
+  assert json.load(open(path))["steps"]["k"]["unchecked_step_s"] > 0.01
