@@ -19,6 +19,7 @@ from rpsm_jax import model_factory
 from rpsm_jax import parallel
 from rpsm_jax import poses
 from rpsm_jax.cpu import convolution
+from rpsm_jax.cpu import step_check
 from rpsm_jax.cpu import xla_cpu
 from rpsm_jax.tools import summary
 from rpsm_jax.tools.benchmark import measure
@@ -92,6 +93,13 @@ def jax_runner(config, params, batch: dict) -> Runner:
   info = {"convolutions": (f"{config.model.get('conv_algorithm', 'auto')}: "
                            f"{convolution.describe(model.conv)}")}
 
+  if step_check.applicable(config.model.get("conv_algorithm", "auto")):
+    # As training does: the whole step with the per-layer choices or oneDNN everywhere.
+    model, state = step_check.choose_model("benchmark (3D training)", model,
+                                           train.compile_train_step(config, mesh), state,
+                                           device_batch)
+    info["convolutions"] = (f"{config.model.get('conv_algorithm', 'auto')}: "
+                            f"{convolution.describe(model.conv)}")
   start = time.perf_counter()
   lowered = train.compile_train_step(config, mesh).lower(state, device_batch)
   step = lowered.compile()
