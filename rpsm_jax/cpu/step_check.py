@@ -33,6 +33,7 @@ import jax
 from rpsm_jax.cpu import autotune
 from rpsm_jax.cpu import convolution
 from rpsm_jax.cpu import onednn
+from rpsm_jax.cpu import xla_cpu
 
 CANDIDATES = ("auto", "onednn")
 WARMUP, REPEATS = 2, 5   # calls per candidate: untimed after compiling, then timed
@@ -168,4 +169,7 @@ def choose_model(label: str, model, step_fn, state, batch):
     return once
 
   chosen = models[choose(label, key, run)]
+  # The check's state copies and the other step's buffers are freed by now; without this
+  # the allocator would keep their pages for the rest of the run.
+  xla_cpu.release_free_memory()
   return chosen, state.replace(apply_fn=chosen.apply)

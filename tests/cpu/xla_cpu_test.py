@@ -102,3 +102,9 @@ def test_command_lines_apply_the_allocator_before_their_own_checks(program):
   assert "is required" in out.stderr, out.stderr[-2000:]
   assert [l.rsplit("malloc: ", 1)[1].strip() for l in out.stderr.splitlines()
           if "malloc: " in l] == ["glibc-tuned"], out.stderr[-2000:]
+
+
+def test_release_free_memory_names_the_allocator_it_asked():
+  # This process runs glibc's malloc or, preloaded, jemalloc's; either is asked.
+  assert xla_cpu.release_free_memory() in (("jemalloc",) if xla_cpu.jemalloc_loaded()
+                                           else ("glibc",))
