@@ -13,10 +13,10 @@ with oneDNN on every layer it runs ("onednn"); both run alternately on that step
 result is cached per CPU and step program (a digest of the auto step's HLO) in
 cache_dir()/conv_choices_<cpu>_steps.json beside the layer choices; as there, a check timed
 while other processes kept the cores busy serves its run only. Costs one more compilation,
-a few steps and a second step's memory, which the allocator keeps afterwards (2-core EPYC,
-jemalloc: 200 steps of phase 1 peaked at 1.16 GB RSS against 0.86 without the check, the
-main job at 2.2-2.6 GB against 1.6-1.8), once per machine and program; steps slower than
-MAX_STEP_S are not checked.
+a few steps and, while it runs, a second step's memory, returned to the OS afterwards
+(xla_cpu.release_free_memory; 2-core EPYC, jemalloc: 200 steps of phase 1 peaked at 0.93
+GB RSS against 0.86 without the check, 1.16 before the release), once per machine and
+program; steps slower than MAX_STEP_S are not checked.
 """
 
 import hashlib
