@@ -61,8 +61,8 @@ ONEDNN_CALL_COST_S = 0.5e-3
 # Timings taken while other processes kept more than this many cores busy (averaged over
 # the layer's timing) serve the run that took them but are not cached: on a 2-core AMD
 # EPYC (AVX-512), choices timed beside other work (load average 2.4-2.8) had put phase 1's
-# 80x80 layers on XLA (oneDNN timed 35-58 ms against 5-10 ms on the idle machine) and
-# kept phase 1 at 10.6 steps/s in later runs, against 13.2-13.5 with oneDNN on them.
+# 80x80 layers on XLA (oneDNN timed 35-58 ms against 5-10 ms on the idle machine), and
+# every later run's phase-1 step took 94 ms against 70 with oneDNN on every layer.
 MAX_OTHER_CORES = 0.25
 OTHER_CORES_MIN_WALL_S = 0.25   # shorter timings are followed by a look this long
 # Multi-process runs do not time layers (Chooser.choose): oneDNN where it takes the layer,
