@@ -90,16 +90,14 @@ def jax_runner(config, params, batch: dict) -> Runner:
   state = jax.device_put(train.TrainState.create(apply_fn=model.apply, params=params, tx=tx),
                          parallel.replicated(mesh))
   device_batch = parallel.global_batch(train.with_stop_flag(batch), mesh)
-  info = {"convolutions": (f"{config.model.get('conv_algorithm', 'auto')}: "
-                           f"{convolution.describe(model.conv)}")}
-
   if step_check.applicable(config.model.get("conv_algorithm", "auto")):
     # As training does: the whole step with the per-layer choices or oneDNN everywhere.
     model, state = step_check.choose_model("benchmark (3D training)", model,
                                            train.compile_train_step(config, mesh), state,
                                            device_batch)
-    info["convolutions"] = (f"{config.model.get('conv_algorithm', 'auto')}: "
-                            f"{convolution.describe(model.conv)}")
+  info = {"convolutions": (f"{config.model.get('conv_algorithm', 'auto')}: "
+                           f"{convolution.describe(model.conv)}")}
+
   start = time.perf_counter()
   lowered = train.compile_train_step(config, mesh).lower(state, device_batch)
   step = lowered.compile()
