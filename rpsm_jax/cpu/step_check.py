@@ -62,12 +62,6 @@ def _read(path: str) -> dict:
     return {}
 
 
-def _write(path: str, key: str, entry: dict) -> None:
-  """Merges with what other processes wrote meanwhile, atomically."""
-  merged = {**_read(path), key: entry}
-  autotune.write_json(path, {"cpu": autotune.cpu_description(), "steps": merged})
-
-
 def choose(label: str, key: str, run: Callable[[str], Callable[[], Any]],
            path: Optional[str] = None) -> str:
   """"auto" or "onednn": the faster whole step, cached under `key` (program_key).
@@ -136,8 +130,10 @@ def _choose(label: str, key: str, run: Callable[[str], Callable[[], Any]], path:
 
 
 def _save(path: str, key: str, entry: dict) -> None:
+  """Adds `entry` to the file, merged with what other processes wrote meanwhile."""
   try:
-    _write(path, key, entry)
+    autotune.write_json(path, {"cpu": autotune.cpu_description(),
+                               "steps": {**_read(path), key: entry}})
   except OSError as e:   # a read-only home: the choice lasts for this process only
     _unsaved[key] = entry
     logging.warning("conv_algorithm auto: could not save %s: %s", path, e)
