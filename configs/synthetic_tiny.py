@@ -11,6 +11,7 @@ def get_config():
   config.model.adaption_units = 32
   config.model.lstm_units = 32
   config.clip_length = 4
+  config.frame_step = 1              # its sequences have 8 frames
   config.batch_size = 4
   config.optimizer.warmup_steps = 2
   config.num_train_steps = 6
