@@ -13,9 +13,9 @@ def get_config():
   # Bars and discs pass in front of the person: what a frame hides, its neighbours show.
   # Without them single frames already resolve the pose and the LSTM gains nothing over a
   # per-frame dense layer (S8, 1500 steps, last stage: 109.6 vs 104.8 mm); with them it
-  # is 5% below (113.3 vs 119.7 mm) on the same clips. With this recipe (trunk frozen and
-  # cached, 6000 steps) it also beats clip length 1 at the same 40 frames per step on
-  # S9/S11: 4.7% at one stage, 2.3% at three (README, "Ablations").
+  # is 5% below (113.3 vs 119.7 mm) on the same clips. With this recipe it also beats
+  # clip length 1 at the same 40 frames per step on S9/S11: 6.7% at one stage, 4.4% at
+  # three (three seeds; README, "Ablations").
   # Four takes of every subject and action instead of one: 4x the distinct motions. On S8
   # (train[:80%] / train[80%:], 6000 steps, scored on the same 6,144 4-take S8 frames) the
   # last stage fell from 92.5 mm (1 take, 4 cached copies per frame) to 84.2 (4 takes, 1
