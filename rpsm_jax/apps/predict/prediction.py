@@ -27,7 +27,7 @@ def predict(run: inference.Run, input_path: str, output: str,
             boxes_path: Optional[str] = None, stages: str = "all",
             max_frames: Optional[int] = None, streaming: bool = False,
             animation: str = "mp4", fps: Optional[float] = None,
-            panel_size: int = 256) -> dict:
+            panel_size: int = 256, frame_step: int = 1) -> dict:
   """Runs `run`'s model over a video or folder of frames and writes the outputs.
 
   Args: as the command-line flags of this module.
@@ -39,6 +39,8 @@ def predict(run: inference.Run, input_path: str, output: str,
   boxes = boxes_lib.load_boxes(boxes_path) if boxes_path else None
   if max_frames is not None and max_frames < 1:
     raise InputError(f"--max_frames must be >= 1, got {max_frames}")
+  if frame_step < 1:
+    raise InputError(f"--frame_step must be >= 1, got {frame_step}")
   if boxes is not None and source.kind == "folder":  # a folder's frame count is exact
     boxes_lib.check_box_count(boxes, boxes_path, input_path, source.count, max_frames)
   config = run.config
@@ -54,7 +56,17 @@ def predict(run: inference.Run, input_path: str, output: str,
                  "square)", len(boxes), boxes_path)
   os.makedirs(output, exist_ok=True)
 
-  run_clip = ClipRunner(run, streaming)
+  run_clip = ClipRunner(run, streaming, frame_step)
+  # A clip takes every frame_step-th input frame, as training and evaluation take every
+  # config.frame_step-th stored frame; the frame_step interleaved sub-sequences run as
+  # clips of their own (evaluation's order), a window of clip_length x frame_step frames
+  # at a time.
+  window = clip_length * frame_step
+  spacing_s = frame_step / source.fps if source.fps else None
+  logging.info("Clips of %d frames, %d input frame(s) apart%s (the model's training "
+               "clips: config.frame_step=%d stored frames apart)", clip_length,
+               frame_step, f", {spacing_s:.3g} s at {source.fps:.3g} fps" if spacing_s
+               else "", config.frame_step)
   fps = fps or source.fps or 10.0
   writer = animation_lib.AnimationWriter(os.path.join(output, f"poses.{animation}"), fps, panel_size) \
       if animation != "none" else None
@@ -63,18 +75,25 @@ def predict(run: inference.Run, input_path: str, output: str,
   if max_frames:
     total = min(total, max_frames) if total else max_frames
   poses_out, crop_boxes, person_boxes = [], [], []
-  pending = []   # (frame, crop box, person box, crop) of the clip being filled
+  pending = []   # (frame, crop box, person box, crop) of the window being filled
   first_shape = None
 
   def flush():
-    out = run_clip(np.stack([p[3] for p in pending]))[np.asarray(stage_ids) - 1]
+    cuts, out = np.stack([p[3] for p in pending]), [None] * len(pending)
+    for sub in range(min(frame_step, len(pending))):
+      rows = np.arange(sub, len(pending), frame_step)
+      sub_out = run_clip(cuts[rows], sub)[np.asarray(stage_ids) - 1]
+      for j, i in enumerate(rows):
+        out[i] = sub_out[:, j]
     for i, (frame, crop_box, person_box, _) in enumerate(pending):
-      poses_out.append(out[:, i])
+      poses_out.append(out[i])
       crop_boxes.append(crop_box)
       person_boxes.append(person_box)
       if writer is not None:
-        writer.add(animation_lib.compose_frame(frame, crop_box, person_box, out[:, i], stage_ids, names,
-                                 parents, panel_size, len(poses_out) - 1))
+        writer.add(animation_lib.compose_frame(frame, crop_box, person_box, out[i],
+                                               stage_ids, names, parents, panel_size,
+                                               len(poses_out) - 1))
+    bar.update(len(pending))
     pending.clear()
 
   count = 0
@@ -93,11 +112,9 @@ def predict(run: inference.Run, input_path: str, output: str,
       crop = crops.crop_and_resize(frame, crop_box, size)
       pending.append((frame, crop_box, person_box, crop))
       count += 1
-      if len(pending) == clip_length:
+      if len(pending) == window:
         flush()
-        bar.update(clip_length)
     if pending:
-      bar.update(len(pending))
       flush()
   finally:
     bar.close()
@@ -111,6 +128,9 @@ def predict(run: inference.Run, input_path: str, output: str,
   person_boxes = np.stack(person_boxes).astype(np.float64)
   temporal = ("streaming: LSTM state carried across all frames" if streaming else
               f"clips of {clip_length} frames, LSTM state reset per clip (as evaluation)")
+  if frame_step > 1:
+    temporal += (f"; a clip takes every {frame_step}-th frame, each of the {frame_step} "
+                 "interleaved sub-sequences on its own")
   meta = {
       "input": os.path.abspath(input_path),
       "input_kind": source.kind,
@@ -135,6 +155,8 @@ def predict(run: inference.Run, input_path: str, output: str,
       "crop_boxes_units": "pixels of the input frame, [x0, y0, x1, y1], x1 - x0 = y1 - y0",
       "input_size": int(size),
       "clip_length": int(clip_length),
+      "frame_step": int(frame_step),
+      "clip_frame_spacing_s": spacing_s,
       "temporal": temporal,
       "streaming": bool(streaming),
       "model": config.model.to_dict(),
@@ -175,26 +197,29 @@ class ClipRunner:
   """Runs the model on one clip of crops at a time, as evaluation does or streaming.
 
   Per-clip (evaluation): every clip starts from zero LSTM state. Streaming: the state at
-  the end of a clip starts the next. A short last clip is padded by repeating its final
-  frame (evaluation's padding); the padded frames' outputs are dropped.
+  the end of a clip starts the next clip of the same sub-sequence (`sub_sequences`
+  interleaved ones, each with its own state). A short last clip is padded by repeating its
+  final frame (evaluation's padding); the padded frames' outputs are dropped.
   """
 
-  def __init__(self, run: inference.Run, streaming: bool):
+  def __init__(self, run: inference.Run, streaming: bool, sub_sequences: int = 1):
     self.clip_length, self.params = run.config.clip_length, run.params
     self.streaming = streaming
     model, norm = run.model, run.norm
     if streaming:
       self._step = jax.jit(streaming_lib.make_stream_step(model, norm))
-      self._carries = poses.zero_carries(model, run.params, 1, run.config.model.input_size)
+      zero = poses.zero_carries(model, run.params, 1, run.config.model.input_size)
+      self._carries = [zero] * sub_sequences
     else:
       self._step = jax.jit(poses.make_forward_mm(model, norm))
 
-  def __call__(self, cuts: np.ndarray) -> np.ndarray:
-    """(n, S, S, 3) uint8, n <= clip_length -> (K, n, P, 3) float32 root-relative mm."""
+  def __call__(self, cuts: np.ndarray, sub: int = 0) -> np.ndarray:
+    """(n, S, S, 3) uint8, n <= clip_length, of sub-sequence `sub` -> (K, n, P, 3) float32
+    root-relative mm."""
     n = len(cuts)
     clip = np.concatenate([cuts, np.repeat(cuts[-1:], self.clip_length - n, axis=0)])
     if self.streaming:
-      out, self._carries = self._step(self.params, self._carries, clip[None])
+      out, self._carries[sub] = self._step(self.params, self._carries[sub], clip[None])
     else:
       out = self._step(self.params, clip[None])
     return np.asarray(out)[:, 0, :n]

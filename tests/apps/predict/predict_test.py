@@ -12,6 +12,7 @@ import sys
 import cv2
 import jax
 import numpy as np
+from PIL import Image
 import pytest
 
 from rpsm_jax import crops
@@ -122,6 +123,31 @@ def test_centre_crop_streaming_and_last_stage(run, video, tmp_path):
   assert np.abs(streamed[c:] - per_clip[c:]).max() > 1e-3             # state carried
 
 
+def test_frame_step_runs_interleaved_sub_sequences_as_evaluation(run, video, tmp_path):
+  """With --frame_step=2 a clip takes every 2nd frame: frames 0, 2, 4, ... and 1, 3, 5, ...
+  run as separate sequences (clips reset per clip, or streamed per sub-sequence)."""
+  path, _ = video
+  frames = _read_video(path)
+  squares = [crops.centre_crop_box(*f.shape[:2]) for f in frames]
+  for streaming in (False, True):
+    out = tmp_path / f"streaming_{streaming}"
+    meta = predict.predict(run, path, str(out), frame_step=2, streaming=streaming,
+                           animation="gif")
+    assert meta["frame_step"] == 2 and meta["num_frames"] == NUM_FRAMES
+    assert meta["clip_frame_spacing_s"] == pytest.approx(0.2, rel=1e-3)   # a 10 fps video
+    with np.load(out / "poses.npz") as z:
+      got = z["poses_mm"]
+      np.testing.assert_array_equal(z["frame_index"], np.arange(NUM_FRAMES))
+    for sub in range(2):
+      np.testing.assert_allclose(
+          got[sub::2], _expected_poses(run, frames[sub::2], squares[sub::2], streaming),
+          atol=1e-3)
+    with Image.open(out / "poses.gif") as gif:   # every frame drawn, in order
+      assert gif.n_frames == NUM_FRAMES
+  with pytest.raises(predict.InputError, match="--frame_step must be >= 1"):
+    predict.predict(run, path, str(tmp_path / "bad"), frame_step=0, animation="none")
+
+
 def test_folder_of_frames_matches_video_with_csv_boxes_and_gif(run, video, tmp_path):
   path, boxes = video
   folder = tmp_path / "frames"
@@ -139,7 +165,6 @@ def test_folder_of_frames_matches_video_with_csv_boxes_and_gif(run, video, tmp_p
     poses = z["poses_mm"]
   squares = [crops.square_crop_box(b) for b in boxes]
   np.testing.assert_allclose(poses, _expected_poses(run, frames, squares), atol=1e-3)
-  from PIL import Image  # pylint: disable=g-import-not-at-top
   with Image.open(tmp_path / "out" / "poses.gif") as gif:
     assert gif.n_frames == NUM_FRAMES and gif.size[1] == 64
 
