@@ -2,14 +2,18 @@ r"""Inference on a video or a folder of frames: 3D poses (npz, JSON) and an anim
 
   python -m rpsm_jax.predict --workdir=<trained run> --input=<video or folder of frames> \
       --output=<dir> [--boxes=<per-frame person boxes>] [--checkpoint_step=N | --best] \
-      [--stages=all|last] [--max_frames=N] [--streaming] [--animation=mp4|gif|none]
+      [--stages=all|last] [--max_frames=N] [--frame_step=N] [--streaming] \
+      [--animation=mp4|gif|none]
 
 Frames are read one at a time (videos with cv2.VideoCapture; folders as the image files
 in natural sort order, frame_2 before frame_10), converted to RGB, cropped around the
 person and resized to the run's input size, then run through the model as evaluation does:
 non-overlapping clips of config.clip_length frames, the LSTM state reset for every clip
-(the last clip padded by repeating its final frame). --streaming carries the LSTM state
-across clips instead, the model then sees the video as one long causal sequence.
+(the last clip padded by repeating its final frame). --frame_step=N spaces a clip's
+frames N input frames apart (match the training spacing: config.frame_step stored frames,
+0.5 s for the shipped configs); the N interleaved sub-sequences then run as clips of their
+own, as evaluation cuts them. --streaming carries the LSTM state across clips instead (per
+sub-sequence), the model then sees the video as one long causal sequence.
 
 Crops. With --boxes, each frame's box [x0, y0, x1, y1] (pixels of that frame; pixel j spans
 [j, j + 1]) has its short side grown to a square about its centre, no margin, zero-padded
