@@ -129,7 +129,7 @@ def predict(run: inference.Run, input_path: str, output: str,
   temporal = ("streaming: LSTM state carried across all frames" if streaming else
               f"clips of {clip_length} frames, LSTM state reset per clip (as evaluation)")
   if frame_step > 1:
-    temporal += (f"; a clip takes every {frame_step}-th frame, each of the {frame_step} "
+    temporal += (f"; a clip takes one frame in {frame_step}, each of the {frame_step} "
                  "interleaved sub-sequences on its own")
   meta = {
       "input": os.path.abspath(input_path),
