@@ -28,6 +28,7 @@ import cv2
 import ml_collections
 import numpy as np
 
+from rpsm_jax import workdir as workdir_lib
 from rpsm_jax.training import recipe
 
 RESULTS_JSON = "ablations.json"
@@ -328,6 +329,8 @@ def run_ablations(base, workdir: str, variants: Optional[Sequence[str]] = None,
       per_seed.append(summarize(variant, results, _wall(vdir), config.batch_size,
                                 config.clip_length))
     rows[name] = over_seeds(per_seed)
+  rows.update(finished_elsewhere(base, workdir, skip=rows))
+  rows = {v.name: rows[v.name] for v in VARIANTS if v.name in rows}
   orderings = check_orderings(rows)
   out = {"base_config": {"num_train_steps": base.num_train_steps,
                          "frames_per_step": base.batch_size * base.clip_length,
@@ -344,6 +347,35 @@ def run_ablations(base, workdir: str, variants: Optional[Sequence[str]] = None,
   for o in orderings:
     logging.info("%s: %s (beyond 2 SE: %s)", o["ordering"], o["held"], o["resolved"])
   return out
+
+
+def finished_elsewhere(base, workdir: str, skip: Sequence[str] = ()) -> dict:
+  """{name: row} of the variants not in `skip` that earlier commands finished in `workdir`
+  with `base`'s model, data and seed fields (seeds 0, 1, ... up to the first unfinished),
+  so that a command run on a few variants (e.g. more seeds of two) still tabulates all.
+  Runs saved with other settings are left out, with a log line."""
+  rows = {}
+  for variant in VARIANTS:
+    if variant.name in skip:
+      continue
+    per_seed = []
+    while True:
+      config = variant_config(base, variant, workdir, len(per_seed))
+      vdir = variant_dir(workdir, variant.name, len(per_seed))
+      phase2 = recipe.phase2_config(config, vdir)
+      results = recipe.finished_training(phase2, vdir)
+      if results is None:
+        break
+      changes = workdir_lib.config_changes(workdir_lib.load_config(vdir), phase2)
+      if changes:
+        logging.warning("Ablations: leaving %s out of the tables, it was trained with other "
+                        "settings: %s", vdir, "; ".join(changes))
+        break
+      per_seed.append(summarize(variant, results, _wall(vdir), config.batch_size,
+                                config.clip_length))
+    if per_seed:
+      rows[variant.name] = over_seeds(per_seed)
+  return rows
 
 
 def _write(path: str, text: str) -> None:

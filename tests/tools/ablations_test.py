@@ -63,6 +63,13 @@ def test_two_variants_run_resume_and_tabulate(tiny_config, tmp_path, monkeypatch
   assert json.load(open(os.path.join(seed1, "config.json")))["seed"] == tiny_config.seed + 1
   assert not os.path.exists(os.path.join(seed1, recipe.PRETRAIN_DIR))
   assert "last P1 per seed" in open(os.path.join(workdir, ablations.RESULTS_MD)).read()
+  # The variant this command did not name is still tabulated, from its finished run.
+  assert list(seeded["variants"]) == names
+  assert seeded["variants"]["no_pretrain"] == out["variants"]["no_pretrain"]
+  # ... unless that run was trained with other settings.
+  other = tiny_config.copy_and_resolve_references()
+  other.model.lstm_units += 1
+  assert ablations.finished_elsewhere(other, workdir) == {}
 
 
 def test_orderings():
