@@ -139,11 +139,12 @@ def _save(path: str, key: str, entry: dict) -> None:
     logging.warning("conv_algorithm auto: could not save %s: %s", path, e)
 
 
-def applicable(algorithm: str) -> bool:
-  """Whether a run with config.model.conv_algorithm=`algorithm` gets the check: "auto" on a
-  CPU, in one process (every process must compile the same program; autotune's fixed
+def applicable(model_config) -> bool:
+  """Whether a run with `model_config` (config.model) gets the check: conv_algorithm "auto"
+  on a CPU, in one process (every process must compile the same program; autotune's fixed
   multi-process rule applies there), with oneDNN built."""
-  return (algorithm == "auto" and jax.default_backend() == "cpu"
+  return (model_config.get("conv_algorithm", "auto") == "auto"
+          and jax.default_backend() == "cpu"
           and jax.process_count() == 1 and onednn.available()[0])
 
 

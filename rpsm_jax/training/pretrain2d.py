@@ -219,8 +219,7 @@ def _pretrain(config, workdir: str) -> dict:
     batch = train.batch(step)
     return {k: batch[k][rows] for k in ("image", "heatmaps", "visible")}
 
-  if step_check.applicable(config.model.get("conv_algorithm", "auto")) and (
-      start < pc.num_train_steps):
+  if step_check.applicable(config.model) and start < pc.num_train_steps:
     model, state = step_check.choose_model(
         "phase 1 (2D pretraining)", model, step_fn, state,
         parallel.global_batch(local_batch(start), mesh))

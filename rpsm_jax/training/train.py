@@ -278,6 +278,8 @@ def _train_and_evaluate(config, workdir: str) -> dict:
     return count
 
   batches = pipe.train.iterate(start_step=start, num_steps=total, cached_copies=copies)
+  # The first step's convolutions get step_check's look (one program on every device).
+  check_step = not pmapped and step_check.applicable(config.model)
   with _StopOnSignals() as stop:
     try:
       for step in range(start, total):
@@ -289,8 +291,7 @@ def _train_and_evaluate(config, workdir: str) -> dict:
           batch = parallel.split_local_devices(batch)
         else:
           batch = parallel.global_batch(batch, mesh)
-        if step == start and not pmapped and step_check.applicable(
-            config.model.get("conv_algorithm", "auto")):
+        if step == start and check_step:
           model, state = step_check.choose_model("3D training", model, step_fn, state, batch)
         state, metrics = step_fn(state, batch)
         # Keep one step in flight: bounds queued batches and memory, and reads the

@@ -90,7 +90,7 @@ def jax_runner(config, params, batch: dict) -> Runner:
   state = jax.device_put(train.TrainState.create(apply_fn=model.apply, params=params, tx=tx),
                          parallel.replicated(mesh))
   device_batch = parallel.global_batch(train.with_stop_flag(batch), mesh)
-  if step_check.applicable(config.model.get("conv_algorithm", "auto")):
+  if step_check.applicable(config.model):
     # As training does: the whole step with the per-layer choices or oneDNN everywhere.
     model, state = step_check.choose_model("benchmark (3D training)", model,
                                            train.compile_train_step(config, mesh), state,
