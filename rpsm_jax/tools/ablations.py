@@ -315,9 +315,7 @@ def run_ablations(base, workdir: str, variants: Optional[Sequence[str]] = None,
   for name in names:
     variant, per_seed = BY_NAME[name], []
     for seed in range(seeds):
-      config = configs[name] if seed == 0 else variant_config(base, variant, workdir, seed)
-      vdir = variant_dir(workdir, name, seed)
-      results = recipe.finished_training(recipe.phase2_config(config, vdir), vdir)
+      config, vdir, results = _seed_run(base, variant, workdir, seed)
       if results is None:
         logging.info("Ablation %s (%s), seed %d, in %s", name,
                      variant.overrides or "base config", config.seed, vdir)
@@ -326,8 +324,7 @@ def run_ablations(base, workdir: str, variants: Optional[Sequence[str]] = None,
         _add_wall(vdir, time.time() - t0)
         if results.get("preempted"):
           return {"variant": name, "seed": config.seed, **results}
-      per_seed.append(summarize(variant, results, _wall(vdir), config.batch_size,
-                                config.clip_length))
+      per_seed.append(_summary(variant, config, vdir, results))
     rows[name] = over_seeds(per_seed)
   rows.update(finished_elsewhere(base, workdir, skip=rows))
   rows = {v.name: rows[v.name] for v in VARIANTS if v.name in rows}
@@ -360,22 +357,32 @@ def finished_elsewhere(base, workdir: str, skip: Sequence[str] = ()) -> dict:
       continue
     per_seed = []
     while True:
-      config = variant_config(base, variant, workdir, len(per_seed))
-      vdir = variant_dir(workdir, variant.name, len(per_seed))
-      phase2 = recipe.phase2_config(config, vdir)
-      results = recipe.finished_training(phase2, vdir)
+      try:
+        config, vdir, results = _seed_run(base, variant, workdir, len(per_seed))
+      except workdir_lib.ConfigChangeError as e:
+        logging.warning("Ablations: leaving a run out of the tables: %s", e)
+        break
       if results is None:
         break
-      changes = workdir_lib.config_changes(workdir_lib.load_config(vdir), phase2)
-      if changes:
-        logging.warning("Ablations: leaving %s out of the tables, it was trained with other "
-                        "settings: %s", vdir, "; ".join(changes))
-        break
-      per_seed.append(summarize(variant, results, _wall(vdir), config.batch_size,
-                                config.clip_length))
+      per_seed.append(_summary(variant, config, vdir, results))
     if per_seed:
       rows[variant.name] = over_seeds(per_seed)
   return rows
+
+
+def _seed_run(base, variant: Variant, workdir: str, seed: int):
+  """(config, run folder, phase 2's final results or None while unfinished) of one seed of
+  a variant. Raises workdir.ConfigChangeError, naming the fields, when the folder holds a
+  run trained with other model, data or seed settings (as resuming it would)."""
+  config = variant_config(base, variant, workdir, seed)
+  vdir = variant_dir(workdir, variant.name, seed)
+  phase2 = recipe.phase2_config(config, vdir)
+  workdir_lib.check_resume_config(phase2, vdir, config.get("allow_config_changes", False))
+  return config, vdir, recipe.finished_training(phase2, vdir)
+
+
+def _summary(variant: Variant, config, vdir: str, results: dict) -> dict:
+  return summarize(variant, results, _wall(vdir), config.batch_size, config.clip_length)
 
 
 def _write(path: str, text: str) -> None:

@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from rpsm_jax import workdir as workdir_lib
 from rpsm_jax.tools import ablations
 from rpsm_jax.training import recipe
 
@@ -70,6 +71,8 @@ def test_two_variants_run_resume_and_tabulate(tiny_config, tmp_path, monkeypatch
   other = tiny_config.copy_and_resolve_references()
   other.model.lstm_units += 1
   assert ablations.finished_elsewhere(other, workdir) == {}
+  with pytest.raises(workdir_lib.ConfigChangeError, match="model.lstm_units"):
+    ablations.run_ablations(other, workdir, ["stages_1"])
 
 
 def test_orderings():
