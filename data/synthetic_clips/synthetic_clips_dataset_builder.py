@@ -35,6 +35,7 @@ class SyntheticClipsConfig(tfds.core.BuilderConfig):
     num_actions: the first n of motion.ACTIONS.
     num_takes: sub-sequences per (subject, action), each with its own random phase,
       speed, amplitude, path and background.
+    num_test_takes: takes per (subject, action) of the test split; 0: num_takes.
     num_cameras: cameras per sequence (each camera is its own sequence).
     frames_per_sequence: stored frames per sequence.
     fps: frame rate of the stored frames (10: like Human3.6M's 50 fps subsampled 5x).
@@ -51,6 +52,7 @@ class SyntheticClipsConfig(tfds.core.BuilderConfig):
   num_test_subjects: int = 2
   num_actions: int = 8
   num_takes: int = 1
+  num_test_takes: int = 0
   num_cameras: int = 4
   frames_per_sequence: int = 48
   fps: float = 10.
@@ -82,6 +84,10 @@ class Builder(builders.BuilderMixin, tfds.core.GeneratorBasedBuilder):
       _config("occluded_8takes", "occluded with 8 takes per subject and action (takes 1-4 "
               "are occluded_4takes'): 8x the poses and frames of every subject.",
               num_occluders=3, num_takes=8),
+      _config("occluded_20subjects", "occluded with 20 train subjects (S1, S5-S8, S21-S35) "
+              "of one take each: occluded_4takes' train frame count, 4x its bodies and "
+              "a quarter of its motions per body; test as occluded_4takes' (4 takes).",
+              num_occluders=3, num_train_subjects=20, num_takes=1, num_test_takes=4),
       _config("tiny", "For tests: 2 train / 1 test subjects, 2 actions, 2 cameras, "
               "8 frames, 64 px; builds in seconds.",
               num_train_subjects=2, num_test_subjects=1, num_actions=2, num_cameras=2,
@@ -116,12 +122,13 @@ class Builder(builders.BuilderMixin, tfds.core.GeneratorBasedBuilder):
     cfg = self.builder_config
     return {
         "train": self._generate_examples(
-            sequences.subjects("train", cfg.num_train_subjects)),
+            sequences.subjects("train", cfg.num_train_subjects), cfg.num_takes),
         "test": self._generate_examples(
-            sequences.subjects("test", cfg.num_test_subjects)),
+            sequences.subjects("test", cfg.num_test_subjects),
+            cfg.num_test_takes or cfg.num_takes),
     }
 
-  def _generate_examples(self, subjects: list[str]):
+  def _generate_examples(self, subjects: list[str], num_takes: int):
     """Yields (key, example) per frame; key '<sequence_id>/<frame index>'."""
     cfg = self.builder_config
     specs = [
@@ -132,7 +139,7 @@ class Builder(builders.BuilderMixin, tfds.core.GeneratorBasedBuilder):
             jpeg_quality=cfg.jpeg_quality, num_occluders=cfg.num_occluders)
         for subject in subjects
         for action in motion.ACTIONS[:cfg.num_actions]
-        for take in range(1, cfg.num_takes + 1)
+        for take in range(1, num_takes + 1)
     ]
     workers = _num_workers(cfg, len(specs))
     if workers <= 1:

@@ -236,3 +236,17 @@ def test_occluders_move_across_the_crop():
   assert 5 <= len(seen) < 48
   first, last = masks[seen[0]], masks[seen[-1]]
   assert (first & last).mean() < 0.5 * first.mean()  # Mostly elsewhere by then.
+
+
+def test_test_split_takes_apart_from_train_takes(tmp_path):
+  config = builder_lib.SyntheticClipsConfig(
+      name="takes_test", num_train_subjects=2, num_test_subjects=1, num_actions=1,
+      num_takes=1, num_test_takes=2, num_cameras=1, frames_per_sequence=4, image_size=S,
+      num_workers=1)
+  builder = builder_lib.Builder(config=config, data_dir=tmp_path)
+  builder.download_and_prepare()
+  sources = builder.as_data_source()
+  sequence_ids = {split: sorted({_text(src[i]["sequence_id"]) for i in range(len(src))})
+                  for split, src in sources.items()}
+  assert sequence_ids == {"train": ["S1/Walking.1/cam1", "S5/Walking.1/cam1"],
+                          "test": ["S9/Walking.1/cam1", "S9/Walking.2/cam1"]}
