@@ -1,5 +1,8 @@
 """3D pose errors: MPJPE (Protocol #1), P-MPJPE (#2), N-MPJPE and MPJVE.
 
+Also two splits of the error (numpy only): over a clip's frames (`clip_error_split`) and
+into bone lengths and bone directions (`bone_length_split`).
+
 Poses are shaped (..., P, 3); errors come out in the inputs' units (mm in this
 project; MPJVE in mm per frame). Every metric accepts numpy or jax arrays:
 numpy in gives numpy (float64) out, jax in (any argument a jax array) gives jax
@@ -23,6 +26,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from rpsm_jax import poses
 
 Array = Any  # np.ndarray or jax.Array (or anything np.asarray accepts).
 
@@ -276,3 +281,32 @@ def clip_error_split(pred: Array, target: Array, root: int | None = None) -> tup
   constant = xp.broadcast_to(xp.mean(error, axis=-3, keepdims=True), error.shape)
   zeros = xp.zeros_like(error)
   return _pose_error(xp, constant, zeros), _pose_error(xp, error - constant, zeros)
+
+
+def bone_length_split(pred: np.ndarray, target: np.ndarray, parents,
+                      root: int | None = None) -> tuple:
+  """Separates wrong bone lengths (the body's proportions) from wrong bone directions.
+
+  Args:
+    pred: (..., P, 3) predicted joint positions, e.g. mm (numpy).
+    target: (..., P, 3) ground truth, same shape and units.
+    parents: (P,) each joint's parent index, -1 at the root (rpsm_jax.joints.parents).
+    root: joint index, as in mpjpe.
+
+  Returns:
+    (bone_length_error, true_length_mpjpe), each (...): the mean over bones of
+    |predicted length - true length|, and the pose error (as mpjpe) of the prediction
+    once every bone is given its true length with its predicted direction kept. The
+    latter is what the directions alone cost; a model that cannot read a new body's
+    proportions keeps most of its error in the gap between the two.
+  """
+  pred, target = np.asarray(pred, np.float64), np.asarray(target, np.float64)
+  if pred.shape != target.shape or pred.shape[-2:] != (len(parents), 3):
+    raise ValueError(f"pred and target must both be (..., {len(parents)}, 3), "
+                     f"got {pred.shape} and {target.shape}.")
+  has_bone = np.asarray(parents) >= 0
+  true_lengths = poses.bone_lengths(target, parents)
+  length_error = np.abs(poses.bone_lengths(pred, parents) - true_lengths)
+  directions_only = poses.rescale_bones(pred, parents, true_lengths)
+  return (length_error[..., has_bone].mean(-1),
+          mpjpe(directions_only, target, root=root, reduce=False))

@@ -46,18 +46,21 @@ def bone_lengths(pose_3d: np.ndarray, parents) -> np.ndarray:
 def rescale_bones(pose_3d: np.ndarray, parents, lengths: np.ndarray) -> np.ndarray:
   """Every bone of (..., P, 3) poses set to lengths (P,) mm, its direction kept.
 
+  `lengths` may also be (..., P), one set per pose (e.g. each frame's true lengths).
+
   Walks the skeleton from its roots, which stay in place: the authors' code fits every
   training label to the training set's mean bone lengths this way, so the targets do not
   carry each subject's proportions (RPSM_REFERENCE.md, 3D labels).
   """
   out = np.array(pose_3d, np.float64, copy=True)
+  lengths = np.asarray(lengths)
   for j in _parent_first_order(parents):
     q = parents[j]
     if q < 0:
       continue
     bone = pose_3d[..., j, :] - pose_3d[..., q, :]
     norm = np.linalg.norm(bone, axis=-1, keepdims=True)
-    out[..., j, :] = out[..., q, :] + bone / np.maximum(norm, 1e-6) * lengths[j]
+    out[..., j, :] = out[..., q, :] + bone / np.maximum(norm, 1e-6) * lengths[..., j, None]
   return out.astype(np.asarray(pose_3d).dtype)
 
 

@@ -7,8 +7,9 @@ P1 (MPJPE), P2 (P-MPJPE), N-MPJPE and MPJVE; the action-wise average (mean over 
 paper's "Avg") and the frame-wise average; the frame-wise MPJPE per position in the clip
 ("mpjpe_mm_by_clip_position": stage -> [position 1, 2, ...]); for clips of several frames,
 the error split into its clip-constant and frame-to-frame parts (metrics.clip_error_split,
-frame averages over whole clips: "clip_error_split_mm"); a mean-pose baseline for
-reference.
+frame averages over whole clips: "clip_error_split_mm"); the error split into bone lengths
+and bone directions (metrics.bone_length_split, frame averages: "bone_length_split_mm");
+a mean-pose baseline for reference.
 
 Non-finite predictions (a diverged model) never stop the evaluation: their frames are
 counted per stage ("nonfinite_frames"), left out of every error, and the metrics that could
@@ -25,6 +26,7 @@ import jax
 from jax.sharding import NamedSharding, PartitionSpec
 import numpy as np
 
+from rpsm_jax import joints
 from rpsm_jax import poses
 from rpsm_jax import metrics
 from rpsm_jax import parallel
@@ -88,6 +90,8 @@ def score(out: dict, index, norm, root_joint: int) -> dict:
   errors = {name: [] for name in METRICS}
   nonfinite = {}
   split = {}
+  bones = {}
+  parents = joints.parents(gt.shape[-2])
   for s in range(k):
     # Frames with a non-finite coordinate are scored as zeros (an SVD of NaN fails), then
     # their errors set to NaN, which every mean below leaves out.
@@ -103,6 +107,12 @@ def score(out: dict, index, norm, root_joint: int) -> dict:
         ("n_mpjpe_mm", metrics.n_mpjpe(flat_pred, flat_gt, root=root_joint,
                                        reduce=False))):
       errors[name].append(np.where(flat_finite, err, np.nan))
+    if max(parents) >= 0:
+      length_error, directions = metrics.bone_length_split(flat_pred, flat_gt, parents,
+                                                           root=root_joint)
+      bones[f"stage_{s + 1}"] = {
+          "bone_length_error": _mean(np.where(flat_finite, length_error, np.nan)),
+          "mpjpe_true_lengths": _mean(np.where(flat_finite, directions, np.nan))}
     if pred.shape[2] > 1:
       # Velocity error of frame t's step from t-1, assigned to frame t (NaN at t = 0).
       vel = metrics.mpjve(clean, gt, root=root_joint, mask=mask & finite, reduce=False)
@@ -150,6 +160,8 @@ def score(out: dict, index, norm, root_joint: int) -> dict:
       for s, st in enumerate(stages)}
   if split:
     results["clip_error_split_mm"] = split
+  if bones:
+    results["bone_length_split_mm"] = bones
   gt_valid = gt.reshape((-1,) + gt.shape[-2:])[frame_mask]
   baseline = metrics.mpjpe(np.broadcast_to(norm.mean_pose, gt_valid.shape), gt_valid,
                            root=root_joint, reduce=False)
@@ -212,6 +224,15 @@ def markdown_table(results: dict) -> str:
               "| stage | clip-constant | frame-to-frame | clips |", "|---|---:|---:|---:|"]
     lines += [f"| {st} | {_fmt(r['clip_constant'])} | {_fmt(r['frame_to_frame'])} | "
               f"{r['clips']} |" for st, r in split.items()]
+  bones = results.get("bone_length_split_mm")
+  if bones:
+    lines += ["", "Bone lengths (frame avg, mm): how far the predicted bones are from the "
+              "true ones, and the MPJPE once every predicted bone is given its true length "
+              "(directions kept):", "",
+              "| stage | bone length error | MPJPE with true bone lengths |",
+              "|---|---:|---:|"]
+    lines += [f"| {st} | {_fmt(r['bone_length_error'])} | "
+              f"{_fmt(r['mpjpe_true_lengths'])} |" for st, r in bones.items()]
   lines += ["", f"Mean-pose baseline MPJPE (action avg): "
             f"{_fmt(results['baseline_mean_pose_mpjpe_mm'])} mm; "
             f"{results['frames']} frames of subject(s) "

@@ -6,6 +6,7 @@ import types
 
 import numpy as np
 
+from rpsm_jax import joints
 from rpsm_jax.evaluation import evaluate
 from rpsm_jax.training import metric_writers
 
@@ -87,3 +88,23 @@ def test_mpjpe_by_clip_position_averages_the_frames_at_each_position(tmp_path):
   evaluate.write_results(results, str(tmp_path))
   text = open(tmp_path / "results.md").read()
   assert "by position in the clip" in text and "clip-constant" in text
+
+
+def test_bone_length_split_per_stage(tmp_path):
+  def scale(pred):
+    pred = pred.copy()
+    pred[1] = pred[1] * 1.2                       # stage 2: the same pose, 20% larger
+    return pred
+  out, index, norm = _inputs(scale)
+  results = evaluate.score(out, index, norm, root_joint=0)
+  bones = results["bone_length_split_mm"]
+  # Stage 1 is the truth shifted: nothing wrong. Stage 2's bones are all 20% long, and its
+  # directions right.
+  assert bones["stage_1"]["bone_length_error"] < 1e-9
+  gt = out["gt"].reshape(-1, P, 3)[out["mask"].reshape(-1)]
+  lengths = np.linalg.norm(gt[:, 1:] - gt[:, list(joints.H36M_PARENTS[1:])], axis=-1)
+  np.testing.assert_allclose(bones["stage_2"]["bone_length_error"], 0.2 * lengths.mean())
+  assert bones["stage_2"]["mpjpe_true_lengths"] < 1e-6
+  assert results["framewise"]["mpjpe_mm"]["stage_2"] > 10
+  evaluate.write_results(results, str(tmp_path))
+  assert "MPJPE with true bone lengths" in open(tmp_path / "results.md").read()

@@ -7,7 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from rpsm_jax import joints
 from rpsm_jax import metrics
+from rpsm_jax import poses
 
 METRICS = (metrics.mpjpe, metrics.p_mpjpe, metrics.n_mpjpe, metrics.mpjve)
 
@@ -313,3 +315,26 @@ def test_clip_error_split_separates_a_lasting_offset_from_jitter():
   constant, varying = metrics.clip_error_split(shifted, target, root=0)
   np.testing.assert_allclose(constant, np.sqrt(3) * 10.0 * 4 / 5)
   np.testing.assert_allclose(varying, 0.0, atol=1e-9)
+
+
+def test_bone_length_split_separates_proportions_from_directions():
+  rng = np.random.default_rng(0)
+  parents = joints.H36M_PARENTS
+  target = rng.normal(size=(6, 17, 3)) * 200
+  lengths = poses.bone_lengths(target, parents)
+  # Right directions, every bone 10% longer: all of the error is in the lengths.
+  longer = poses.rescale_bones(target, parents, lengths * 1.1)
+  length_error, directions = metrics.bone_length_split(longer, target, parents, root=0)
+  np.testing.assert_allclose(length_error, 0.1 * lengths[:, 1:].mean(-1))
+  np.testing.assert_allclose(directions, 0.0, atol=1e-9)
+  assert metrics.mpjpe(longer, target, root=0) > 10
+  # Right lengths, one wrist bent: none of it is, and the directions keep the whole error.
+  bent = target.copy()
+  wrist, elbow = 16, 15
+  bone = bent[:, wrist] - bent[:, elbow]
+  bent[:, wrist] = bent[:, elbow] + bone[:, [1, 0, 2]] * [1, -1, 1]  # same length, turned
+  length_error, directions = metrics.bone_length_split(bent, target, parents, root=0)
+  np.testing.assert_allclose(length_error, 0.0, atol=1e-9)
+  np.testing.assert_allclose(directions, metrics.mpjpe(bent, target, root=0, reduce=False))
+  with pytest.raises(ValueError, match="17, 3"):
+    metrics.bone_length_split(target[:, :14], target[:, :14], parents)
