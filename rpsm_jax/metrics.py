@@ -296,9 +296,9 @@ def bone_length_split(pred: np.ndarray, target: np.ndarray, parents,
   Returns:
     (bone_length_error, true_length_mpjpe), each (...): the mean over bones of
     |predicted length - true length|, and the pose error (as mpjpe) of the prediction
-    once every bone is given its true length with its predicted direction kept. The
-    latter is what the directions alone cost; a model that cannot read a new body's
-    proportions keeps most of its error in the gap between the two.
+    once every bone is given its true length with its predicted direction kept: what
+    the directions alone cost. MPJPE minus the latter is about what wrong proportions
+    cost (the two parts do not add exactly).
   """
   pred, target = np.asarray(pred, np.float64), np.asarray(target, np.float64)
   if pred.shape != target.shape or pred.shape[-2:] != (len(parents), 3):
