@@ -14,8 +14,8 @@ def get_config():
   # Without them single frames already resolve the pose and the LSTM gains nothing over a
   # per-frame dense layer (S8, 1500 steps, last stage: 109.6 vs 104.8 mm); with them it
   # is 5% below (113.3 vs 119.7 mm) on the same clips. With this recipe it also beats
-  # clip length 1 at the same 40 frames per step on S9/S11: 6.1% at one stage, 4.7% at
-  # three (one seed; 6.7% and 4.4% over three seeds on occluded_4takes; README, "Ablations").
+  # clip length 1 at the same 40 frames per step on S9/S11: 6.1% at one stage (one seed),
+  # 5.0% at three (three seeds; 6.7% and 4.4% on occluded_4takes; README, "Ablations").
   # Twenty train subjects of one take each (S1, S5-S8, S21-S35): the 30,720 training
   # frames of four takes of the five Human3.6M-named subjects, spread over 4x the bodies.
   # With five bodies the model does not learn to read a new body's proportions: on S8 held
