@@ -20,8 +20,8 @@ def get_config():
   # frames of four takes of the five Human3.6M-named subjects, spread over 4x the bodies.
   # With five bodies the model does not learn to read a new body's proportions: on S8 held
   # out (S1/S5/S6/S7, four takes) its last stage's bones were 29.0 mm off S8's on
-  # average, while the training subjects' mean body is 22.0 mm off, and giving its poses
-  # S8's true bone lengths cut its error from 71.7 to 57.2 mm. Nineteen bodies of one take
+  # average, and giving its poses S8's true bone lengths cut its error from 71.7 to 57.2
+  # mm (eval/results.md, "Bone lengths"). Nineteen bodies of one take
   # (S8 out) scored 62.1 / 61.0 mm (stage 1 / 3) on the same 6,144 S8 frames against 72.5
   # / 71.7 (bones 19.6 mm off); 6000 steps each, phase 1 on the same data (README,
   # "Ablations").
